@@ -1,0 +1,26 @@
+"""kdlab: knowledge distillation done properly — teacher, scratch student and distilled student,
+trained with one loop and compared honestly.
+
+Public API::
+
+    from kdlab import Distiller, fit, evaluate, create_model, list_models, load_experiment, run_lab
+"""
+
+__version__ = "0.1.0"
+
+from kdlab.config import load_experiment
+from kdlab.distiller import Distiller
+from kdlab.lab import run_lab
+from kdlab.loop import evaluate, fit
+from kdlab.models import create_model, list_models
+
+__all__ = [
+    "Distiller",
+    "__version__",
+    "create_model",
+    "evaluate",
+    "fit",
+    "list_models",
+    "load_experiment",
+    "run_lab",
+]

@@ -1,0 +1,103 @@
+"""The ``kdlab`` command: a thin layer over the Python API.
+
+Each command loads its input, calls one API function and prints where the results are. User
+mistakes (:class:`~kdlab.errors.KdlabError`) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from kdlab.errors import KdlabError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="kdlab: train a teacher, a student from scratch and a distilled student, and compare them.",
+)
+# Pipes and logs get a fixed, roomy width (rich would assume 80 columns and squeeze the table).
+console = Console() if Console().is_terminal else Console(width=120)
+err_console = Console(stderr=True) if Console(stderr=True).is_terminal else Console(stderr=True, width=160)
+
+SetOption = Annotated[
+    Optional[list[str]],  # noqa: UP045 - typer needs Optional on Python 3.10
+    typer.Option("--set", "-s", help="override a config key, e.g. --set distill.alpha=0.5 (repeatable)"),
+]
+
+
+@app.command()
+def run(
+    experiment: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Argument(help="preset name (`kdlab presets`) or experiment .yaml; default: digits"),
+    ] = None,
+    set_: SetOption = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="parent folder of the run folder")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
+) -> None:
+    """Train and compare teacher, scratch student and distilled student; write a run folder."""
+    from kdlab.config import load_experiment
+    from kdlab.lab import run_lab
+    from kdlab.progress import RichProgress
+    from kdlab.report.table import print_results
+    from kdlab.runs import read_results
+
+    cfg = load_experiment(experiment, set_ or [])
+    progress = None if quiet else (lambda arm: RichProgress(arm, err_console))
+    run_dir = run_lab(cfg, out=out, progress=progress, log=None if quiet else lambda m: err_console.print(m))
+    print_results(read_results(run_dir), console)
+    console.print(f"run folder: {run_dir}")
+
+
+@app.command()
+def show(run_dir: Annotated[Path, typer.Argument(help="a run folder written by `kdlab run`")]) -> None:
+    """Re-print a finished run's comparison table."""
+    from kdlab.report.table import print_results
+    from kdlab.runs import read_results
+
+    print_results(read_results(run_dir), console)
+
+
+@app.command()
+def presets() -> None:
+    """List the built-in experiment presets."""
+    from kdlab.config import list_presets
+
+    for name, description in list_presets().items():
+        console.print(f"[bold]{name:<14}[/bold] {description}")
+
+
+@app.command()
+def models() -> None:
+    """List the registered model names."""
+    from kdlab.models import list_models
+
+    for name in list_models():
+        console.print(name)
+
+
+def main() -> None:
+    """Console-script entry point: KdlabError -> one line on stderr, exit status 2."""
+    try:
+        app(standalone_mode=False)
+    except KdlabError as e:
+        err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err_console.print("aborted", markup=False)
+        sys.exit(130)
+    except Exception as e:
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise

@@ -1,0 +1,86 @@
+"""The experiment config: pydantic models with ``extra="forbid"``.
+
+Every field documents its meaning and units; the same text is the reference in ``docs/config.md``.
+Precedence: defaults < YAML file (or preset) < ``--set key=value`` overrides.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    name: str = Field("digits", description="dataset: digits | fashion-mnist | image-folder (see `kdlab presets`)")
+    path: Path | None = Field(None, description="dataset location (a folder or file); None = the dataset's default")
+    image_size: int = Field(224, gt=0, description="image-folder: images are resized to image_size × image_size px")
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="share of all samples held out for validation")
+    test_fraction: float = Field(0.1, ge=0, lt=1, description="share of all samples held out for testing")
+    cache_dir: Path | None = Field(
+        None, description="where decoded image arrays are cached; None = $KDLAB_CACHE or ~/.cache/kdlab"
+    )
+    train_limit: int | None = Field(
+        None, gt=0, description="use at most this many training samples (stratified subset); None = all"
+    )
+
+    @model_validator(mode="after")
+    def _fractions(self) -> DataConfig:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("val_fraction + test_fraction must be < 1 to leave training data")
+        return self
+
+
+class TeacherConfig(Section):
+    model: str = Field("lab-cnn-teacher", description="registered model name (`kdlab models`)")
+    epochs: int = Field(8, ge=0, description="training epochs; 0 only with a checkpoint")
+    checkpoint: Path | None = Field(
+        None, description="load teacher weights (.safetensors, or a weights-only .pt) instead of training"
+    )
+
+
+class StudentConfig(Section):
+    model: str = Field("lab-cnn-student", description="registered model name, used by both student arms")
+    epochs: int = Field(5, ge=1, description="training epochs of the scratch and of the distilled student")
+
+
+class DistillConfig(Section):
+    method: str = Field("kd", description="KD term D: kd (Hinton)")
+    alpha: float = Field(0.1, ge=0, le=1, description="weight of the label loss: α·CE + (1−α)·D")
+    temperature: float = Field(4.0, gt=0, description="softmax temperature T of the KD term")
+    t_squared: bool = Field(True, description="multiply the KD term by T² (Hinton); the classic labs do not")
+
+
+class TrainConfig(Section):
+    batch_size: int = Field(32, ge=1, description="samples per optimizer step")
+    lr: float = Field(1e-3, gt=0, description="learning rate (Adam's default 1e-3, as in the labs)")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="adam | adamw | sgd (momentum 0.9)")
+    weight_decay: float = Field(0.0, ge=0, description="L2 / decoupled weight decay")
+    select: Literal["last", "best-val"] = Field(
+        "best-val",
+        description="weights reported per arm: the last epoch's, or the epoch with the best validation accuracy",
+    )
+    eval_batch_size: int = Field(512, ge=1, description="batch size for evaluation (no gradients)")
+
+
+class ExperimentConfig(Section):
+    name: str = Field("experiment", description="run name; the run folder is runs/<timestamp>-<name>")
+    seed: int = Field(0, ge=0, description="fixes splits, initialization, data order and dropout")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto = cuda, then mps, then cpu")
+    out: Path = Field(Path("runs"), description="parent folder of run folders")
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _teacher_source(self) -> ExperimentConfig:
+        if self.teacher.epochs == 0 and self.teacher.checkpoint is None:
+            raise ValueError("teacher.epochs is 0 and no teacher.checkpoint is given: set one of them")
+        return self

@@ -1,0 +1,93 @@
+"""The DataBundle every dataset loader returns, and the dataset registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from kdlab.config.schema import DataConfig
+from kdlab.data.splits import stratified_split
+from kdlab.data.tensors import Split
+from kdlab.registry import Registry
+
+
+@dataclass
+class DataBundle:
+    """Train / validation / test splits (disjoint), class names and what models need to size.
+
+    Attributes:
+        name: the dataset's registered name.
+        train, val, test: the splits as tensors.
+        classes: class names, index = label.
+        input_shape: shape of one input (``(C, H, W)`` for images, ``(L,)`` for token ids).
+        meta: extra facts for the run record: ``skipped_files`` (paths), ``source``, ``vocab``...
+    """
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    classes: list[str]
+    input_shape: tuple[int, ...]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def summary(self) -> dict[str, Any]:
+        """The ``data`` section of results.json."""
+        skipped = list(self.meta.get("skipped_files", []))
+        return {
+            "name": self.name,
+            "train": len(self.train),
+            "val": len(self.val),
+            "test": len(self.test),
+            "classes": self.classes,
+            "input_shape": list(self.input_shape),
+            "source": self.meta.get("source"),
+            "skipped_files": skipped,
+            "skipped_count": len(skipped),
+        }
+
+
+DatasetLoader = Callable[[DataConfig, int], DataBundle]
+DATASETS: Registry[DatasetLoader] = Registry("dataset")
+
+
+def build_data(cfg: DataConfig, seed: int) -> DataBundle:
+    """Load the dataset named ``cfg.name`` and split it with ``seed``."""
+    bundle = DATASETS.get(cfg.name)(cfg, seed)
+    if cfg.train_limit is not None and cfg.train_limit < len(bundle.train):
+        bundle.train = subset_train(bundle.train, cfg.train_limit, seed)
+    return bundle
+
+
+def subset_train(train: Split, limit: int, seed: int) -> Split:
+    """A stratified subset of ``limit`` training samples (for data-starved students and quick runs)."""
+    y = train.y.numpy()
+    frac = limit / len(y)
+    keep, _ = stratified_split(y, (frac, 1 - frac), seed=seed + 7, what="data.train_limit")
+    idx = torch.from_numpy(keep)
+    return Split(train.x[idx], train.y[idx])
+
+
+def three_way(x: torch.Tensor, y: np.ndarray, cfg: DataConfig, seed: int, what: str) -> tuple[Split, Split, Split]:
+    """Split one pool of samples into train / val / test with the configured fractions."""
+    val_f, test_f = cfg.val_fraction, cfg.test_fraction
+    tr, va, te = stratified_split(y, (1 - val_f - test_f, val_f, test_f), seed=seed, what=what)
+    yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    return tuple(Split(x[torch.from_numpy(i)], yt[torch.from_numpy(i)]) for i in (tr, va, te))  # type: ignore[return-value]
+
+
+def train_val(x: torch.Tensor, y: np.ndarray, cfg: DataConfig, seed: int, what: str) -> tuple[Split, Split]:
+    """Split a training pool into train / val, val taking ``val_fraction`` of the pool."""
+    tr, va = stratified_split(y, (1 - cfg.val_fraction, cfg.val_fraction), seed=seed, what=what)
+    yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    return Split(x[torch.from_numpy(tr)], yt[torch.from_numpy(tr)]), Split(
+        x[torch.from_numpy(va)], yt[torch.from_numpy(va)]
+    )

@@ -1,0 +1,231 @@
+"""The one training loop. Teacher training, scratch training and distillation all run here and
+differ only in the :class:`~kdlab.objective.Objective` (and whether a teacher function is given).
+
+Per epoch the loop records, in one history row: the training objective and each of its parts
+(``train_loss``, ``train_ce``, ``train_kd``), training accuracy (running, over the epoch, with
+dropout on, as Keras reports it), validation loss and accuracy (cross-entropy, eval mode),
+wall-clock seconds and samples per second.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from kdlab import losses
+from kdlab.data.tensors import Batch, Loader, as_loader
+from kdlab.errors import ConfigError
+from kdlab.objective import Objective
+
+TeacherFn = Callable[[Batch], Tensor]
+"""Returns the teacher's logits for a batch (a live forward pass or a cache lookup)."""
+
+
+class Progress(Protocol):
+    """What the loop reports to (the CLI's rich bars implement it)."""
+
+    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None: ...
+
+    def step(self) -> None: ...
+
+    def epoch_end(self, row: dict[str, Any]) -> None: ...
+
+
+class History(list[dict[str, Any]]):
+    """Per-epoch rows, plus which epoch's weights the model holds after :func:`fit`."""
+
+    selected_epoch: int | None = None
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` -> cuda if available, else mps, else cpu; an unavailable device is a ConfigError."""
+    if isinstance(name, torch.device):
+        return name
+    name = name or "auto"
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda requested but no CUDA GPU is available; use device=auto or cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device: mps requested but not available on this machine; use device=auto or cpu")
+    if name not in {"cpu", "cuda", "mps"} and not name.startswith("cuda:"):
+        raise ConfigError(f"device: unknown device '{name}' (auto, cpu, cuda, mps)")
+    return torch.device(name)
+
+
+def make_optimizer(
+    params: Any, *, name: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0
+) -> torch.optim.Optimizer:
+    """Adam (the labs' choice), AdamW or SGD with momentum 0.9."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    raise ConfigError(f"train.optimizer: unknown optimizer '{name}' (adam, adamw, sgd)")
+
+
+def train_epoch(
+    model: nn.Module,
+    objective: Objective,
+    loader: Loader,
+    optimizer: torch.optim.Optimizer,
+    *,
+    teacher: TeacherFn | None = None,
+    progress: Progress | None = None,
+) -> dict[str, float]:
+    """One pass over ``loader``: forward, objective, backward, step. Returns epoch means."""
+    if objective.uses_teacher and teacher is None:
+        raise ValueError(f"objective '{objective.name}' needs a teacher")
+    model.train()
+    # Sums stay on the device as tensors: reading a number (.item()) every step would force a
+    # device sync per batch; one sync per epoch is enough.
+    sums: dict[str, Tensor] = {}
+    correct: Tensor | int = 0
+    samples = steps = 0
+    for batch in loader:
+        teacher_logits = teacher(batch) if objective.uses_teacher and teacher is not None else None
+        logits = model(batch.x)
+        parts = objective(logits, batch.y, teacher_logits)
+        optimizer.zero_grad(set_to_none=True)
+        parts["total"].backward()
+        optimizer.step()
+        n = len(batch.y)
+        with torch.no_grad():
+            for key, value in parts.items():
+                sums[key] = sums[key] + value.detach() * n if key in sums else value.detach() * n
+            correct = correct + (logits.argmax(dim=-1) == batch.y).sum()
+        samples += n
+        steps += 1
+        if progress is not None:
+            progress.step()
+    if samples == 0:
+        raise ValueError("the training data produced no batches")
+    row = {("train_loss" if k == "total" else f"train_{k}"): float(v) / samples for k, v in sums.items()}
+    row["train_accuracy"] = float(correct) / samples
+    row["steps"] = steps
+    row["samples"] = samples
+    return row
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: Loader) -> tuple[Tensor, Tensor]:
+    """Logits and labels of every sample of ``loader``, in loader order, model in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        outs, ys = [], []
+        for batch in loader:
+            outs.append(model(batch.x).float())
+            ys.append(batch.y)
+    finally:
+        model.train(was_training)
+    if not outs:
+        raise ValueError("the evaluation data produced no batches")
+    return torch.cat(outs), torch.cat(ys)
+
+
+def evaluate(
+    model: nn.Module,
+    data: Any,
+    *,
+    batch_size: int = 512,
+    device: str | torch.device | None = None,
+) -> dict[str, float]:
+    """Cross-entropy loss and accuracy of ``model`` on ``data`` (any form :func:`as_loader` takes)."""
+    dev = resolve_device(device) if device is not None else _model_device(model)
+    logits, y = predict(model, as_loader(data, batch_size=batch_size, device=dev))
+    return {
+        "loss": float(losses.cross_entropy(logits, y)),
+        "accuracy": float((logits.argmax(-1) == y).float().mean()),
+    }
+
+
+def fit(
+    model: nn.Module,
+    train: Any,
+    val: Any = None,
+    *,
+    epochs: int = 1,
+    objective: Objective | None = None,
+    teacher: TeacherFn | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    lr: float = 1e-3,
+    batch_size: int = 32,
+    eval_batch_size: int = 512,
+    seed: int | None = 0,
+    device: str | torch.device | None = None,
+    select: str = "last",
+    progress: Progress | None = None,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+) -> History:
+    """Train ``model`` for ``epochs`` and return the per-epoch :class:`History`.
+
+    Args:
+        model: the network being trained (a teacher or a student).
+        train, val: a DataLoader, re-iterable ``(x, y)`` batches, or an ``(X, y)`` pair (batched
+            with ``batch_size`` and reshuffled every epoch, seeded).
+        objective: what to minimize; default plain cross-entropy.
+        teacher: teacher-logits function, required when the objective uses a teacher.
+        optimizer: default Adam(lr) over ``model``'s trainable parameters.
+        seed: seeds data order and dropout (None leaves the global RNG alone).
+        select: ``"last"`` keeps the final weights; ``"best-val"`` restores the epoch with the best
+            validation accuracy (validation data only, never the test set).
+        on_epoch_end: called with ``(epoch, row)`` after each epoch (checkpoints, logs).
+    """
+    if epochs < 1:
+        raise ConfigError(f"epochs: must be >= 1 (got {epochs})")
+    if select not in {"last", "best-val"}:
+        raise ConfigError(f"train.select: must be 'last' or 'best-val' (got {select!r})")
+    dev = resolve_device(device) if device is not None else _model_device(model)
+    model.to(dev)
+    objective = objective or Objective.cross_entropy()
+    if seed is not None:
+        torch.manual_seed(seed)
+    train_loader = as_loader(train, batch_size=batch_size, shuffle=True, seed=seed or 0, device=dev)
+    val_loader = None if val is None else as_loader(val, batch_size=eval_batch_size, device=dev)
+    if optimizer is None:
+        optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], lr=lr)
+    history = History()
+    best: tuple[float, int, dict[str, Tensor]] | None = None
+    for epoch in range(1, epochs + 1):
+        objective.set_epoch(epoch - 1)
+        if progress is not None:
+            progress.epoch_start(epoch, epochs, len(train_loader))
+        start = time.perf_counter()
+        row: dict[str, Any] = {"epoch": epoch}
+        row.update(train_epoch(model, objective, train_loader, optimizer, teacher=teacher, progress=progress))
+        row["seconds"] = time.perf_counter() - start
+        row["samples_per_s"] = row["samples"] / row["seconds"] if row["seconds"] > 0 else float("nan")
+        if val_loader is not None:
+            logits, y = predict(model, val_loader)
+            row["val_loss"] = float(losses.cross_entropy(logits, y))
+            row["val_accuracy"] = float((logits.argmax(-1) == y).float().mean())
+            if select == "best-val" and (best is None or row["val_accuracy"] > best[0]):
+                best = (row["val_accuracy"], epoch, copy.deepcopy(model.state_dict()))
+        history.append(row)
+        if progress is not None:
+            progress.epoch_end(row)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, row)
+    history.selected_epoch = epochs
+    if best is not None and best[1] != epochs:
+        model.load_state_dict(best[2])
+        history.selected_epoch = best[1]
+    return history
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")

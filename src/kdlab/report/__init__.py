@@ -1,0 +1,1 @@
+"""Reports: terminal tables and plots, built from results.json / history.csv, never from text."""

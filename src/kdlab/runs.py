@@ -1,0 +1,130 @@
+"""Run folders, the unit of record: ``runs/<timestamp>-<name>/`` with config, env, history,
+results, weights and plots. See ``docs/run-folder.md`` for the layout and the results schema."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from kdlab import __version__
+from kdlab.errors import ConfigError, KdlabError
+from kdlab.io import atomic_write_json, atomic_write_text
+
+RESULTS_SCHEMA_VERSION = 1
+
+
+def create_run_dir(out: Path, name: str) -> Path:
+    """Create a new, unique run folder under ``out`` (exclusive creation: never reuses one)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out: {out} is a file, not a folder; choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise KdlabError(f"out: cannot create {out} ({e.strerror}); choose a writable --out") from None
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "run"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1000):
+        path = out / (f"{stamp}-{safe}" if attempt == 0 else f"{stamp}-{safe}-{attempt + 1}")
+        try:
+            path.mkdir()  # atomic: fails if another process took the name first
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise KdlabError(f"out: cannot write in {out} ({e.strerror}); choose a writable --out") from None
+        return path
+    raise KdlabError(f"out: could not find a free run folder name in {out}")
+
+
+def git_commit() -> dict[str, Any]:
+    """The kdlab source checkout's commit and dirty flag, when it runs from one."""
+    src = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        return {"commit": commit, "dirty": bool(dirty)}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def env_info(device: torch.device, seed: int) -> dict[str, Any]:
+    """Everything needed to repeat a run: versions, commit, device, threads, seed."""
+    import numpy
+
+    info: dict[str, Any] = {
+        "kdlab_version": __version__,
+        "git": git_commit(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "seed": seed,
+        "argv": sys.argv,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    return info
+
+
+def write_config(run_dir: Path, config: dict[str, Any]) -> None:
+    atomic_write_text(run_dir / "config.resolved.yaml", yaml.safe_dump(config, sort_keys=False))
+
+
+def write_history(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """history.csv: one row per arm × epoch; columns are the union of the rows' keys."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(run_dir / "history.csv", buf.getvalue())
+
+
+def write_results(run_dir: Path, results: dict[str, Any]) -> None:
+    atomic_write_json(run_dir / "results.json", results)
+
+
+def read_results(run_dir: Path) -> dict[str, Any]:
+    """Read ``results.json`` of a run folder, with one-line errors for a wrong path."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise KdlabError(f"{run_dir}: not a run folder (expected a folder with results.json)")
+    path = run_dir / "results.json"
+    if not path.is_file():
+        raise KdlabError(f"{run_dir}: has no results.json (an unfinished or foreign folder?)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise KdlabError(f"{path}: unreadable ({e})") from None
+    if not isinstance(data, dict) or "arms" not in data:
+        raise KdlabError(f"{path}: not a kdlab results file (no 'arms')")
+    return data
