@@ -60,11 +60,27 @@ def run_lab(
     """
     say = log or (lambda _msg: None)
     device = resolve_device(cfg.device)
+    # Everything a user can get wrong (data path, model names, teacher checkpoint) is checked
+    # before the run folder exists, so a bad input leaves nothing behind.
+    data = build_data(cfg.data, cfg.seed)
+    for model_name in (cfg.teacher.model, cfg.student.model):
+        create_model(
+            model_name,
+            num_classes=data.num_classes,
+            input_shape=data.input_shape,
+            vocab_size=data.meta.get("vocab_size"),
+        )
+    if cfg.teacher.checkpoint is not None:
+        probe = create_model(
+            cfg.teacher.model,
+            num_classes=data.num_classes,
+            input_shape=data.input_shape,
+            vocab_size=data.meta.get("vocab_size"),
+        )
+        load_weights(probe, cfg.teacher.checkpoint, what=f"teacher '{cfg.teacher.model}'")
     run_dir = create_run_dir(out if out is not None else cfg.out, cfg.name)
     write_config(run_dir, cfg.model_dump(mode="json"))
     atomic_write_json(run_dir / "env.json", env_info(device, cfg.seed))
-
-    data = build_data(cfg.data, cfg.seed)
     say(f"data {data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
     results: dict[str, Any] = {
         "schema_version": 1,
