@@ -91,7 +91,7 @@ def read_idx(path: Path) -> np.ndarray:
         raise DataError(f"{path}: not an IDX file of unsigned bytes (bad magic number)")
     ndim = data[3]
     dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    body = np.frombuffer(bytearray(data), dtype=np.uint8, offset=4 + 4 * ndim)  # writable copy
     if body.size != int(np.prod(dims)):
         raise DataError(f"{path}: IDX file is truncated ({body.size} of {int(np.prod(dims))} values)")
     return body.reshape(dims)
