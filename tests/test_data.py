@@ -67,7 +67,7 @@ def test_uint8_pixels_scaled_to_unit_interval() -> None:
     x = torch.tensor([[0, 255, 51]], dtype=torch.uint8)
     batch = next(iter(TensorLoader(x, torch.tensor([1]))))
     assert batch.x.dtype == torch.float32
-    assert batch.x.tolist() == pytest.approx([[0.0, 1.0, 0.2]])
+    assert batch.x[0].tolist() == pytest.approx([0.0, 1.0, 0.2])
 
 
 @pytest.mark.skipif(
