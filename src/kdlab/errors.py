@@ -36,11 +36,12 @@ class TrainingError(KdlabError):
 class NonFiniteLossError(TrainingError):
     """The loss of a training step was NaN or ±inf (``train.nonfinite=stop``)."""
 
-    def __init__(self, *, value: float, step: int, epoch: int | None = None) -> None:
-        self.value, self.step, self.epoch = value, step, epoch
+    def __init__(self, *, value: float, step: int, epoch: int | None = None, lr: float | None = None) -> None:
+        self.value, self.step, self.epoch, self.lr = value, step, epoch, lr
         where = f"epoch {epoch}, step {step}" if epoch is not None else f"step {step}"
+        now = f", now {lr:g}" if lr is not None else ""
         super().__init__(
-            f"loss is {value} at {where}: lower the learning rate (train.lr), set train.grad_clip, "
+            f"loss is {value} at {where}: lower the learning rate (train.lr{now}), set train.grad_clip, "
             "or set train.nonfinite=skip-batch"
         )
 

@@ -223,7 +223,7 @@ def _run_arms(
             return fit(model, loader, val, **kwargs)
         except TrainingError as e:
             kept = f"checkpoint of epoch {state.epoch} kept" if state.epoch else "no checkpoint yet"
-            raise TrainingError(f"{arm} arm: {e} (now {cfg.train.lr}); {kept}") from None
+            raise TrainingError(f"{arm} arm: {e}; {kept}") from None
 
     # 1. teacher -------------------------------------------------------------------------------
     teacher = make(cfg.teacher.model, cfg.seed).to(device)

@@ -117,7 +117,8 @@ def train_epoch(
         # here never reaches the weights.
         if not bool(torch.isfinite(parts["total"])):
             if nonfinite == "stop":
-                raise NonFiniteLossError(value=float(parts["total"]), step=step)
+                lr = float(optimizer.param_groups[0].get("lr", float("nan")))
+                raise NonFiniteLossError(value=float(parts["total"].detach()), step=step, lr=lr)
             skipped += 1
             if progress is not None:
                 progress.step()
@@ -268,7 +269,7 @@ def fit(
                 )
             )
         except NonFiniteLossError as e:
-            raise NonFiniteLossError(value=e.value, step=e.step, epoch=epoch) from None
+            raise NonFiniteLossError(value=e.value, step=e.step, epoch=epoch, lr=e.lr) from None
         row["seconds"] = time.perf_counter() - start
         row["samples_per_s"] = row["samples"] / row["seconds"] if row["seconds"] > 0 else float("nan")
         if val_loader is not None:
