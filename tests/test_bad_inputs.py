@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from clihelp import run_cli
 from PIL import Image
 
 from kdlab.config.schema import DataConfig
@@ -133,11 +134,11 @@ def _corrupt_folder(root: Path) -> Path:
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_bad_input_is_one_line_exit_2(name: str, tmp_path: Path, run_cli) -> None:
+def test_bad_input_is_one_line_exit_2(name: str, tmp_path: Path, capsys) -> None:
     if name == "--out under /proc" and not Path("/proc").is_dir():
         pytest.skip("no /proc on this system")
     build, expected = CASES[name]
-    code, _out, err = run_cli(*build(tmp_path))
+    code, _out, err = _cli([*build(tmp_path)], capsys)
     assert code == 2, err
     assert "Traceback" not in err
     lines = err.strip().splitlines()
@@ -145,7 +146,7 @@ def test_bad_input_is_one_line_exit_2(name: str, tmp_path: Path, run_cli) -> Non
     assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
 
 
-def test_malicious_pickle_is_refused_and_never_runs(tmp_path: Path, run_cli) -> None:
+def test_malicious_pickle_is_refused_and_never_runs(tmp_path: Path, capsys) -> None:
     marker = tmp_path / "pwned"
 
     class Payload:
@@ -155,7 +156,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path: Path, run_cli) -> 
     evil = tmp_path / "teacher.pt"
     torch.save({"net.1.weight": Payload()}, evil)
     args = ["run", "digits", *TINY, "--set", f"teacher.checkpoint={evil}", "--out", str(tmp_path / "runs")]
-    code, _out, err = run_cli(*args)
+    code, _out, err = _cli(args, capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "refused or unreadable" in err and "never executed" in err
     assert not marker.exists(), "loading the checkpoint ran code from the pickle"
@@ -188,3 +189,8 @@ def test_damaged_and_odd_images_are_skipped_or_converted(tmp_path: Path) -> None
     assert x.shape[1:] == (3, 8, 8)
     assert any(bool((img == 100).all()) for img in x)
     assert any(bool((img == 60).all()) for img in x)  # RGBA: alpha dropped, colour kept
+
+
+def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    res = run_cli(args, capsys)
+    return res.code, res.out, res.err

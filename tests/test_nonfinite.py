@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from clihelp import run_cli
 from conftest import TinyNet
 from torch import nn
 
@@ -98,10 +99,10 @@ def nan_teacher():
     MODELS._items.pop("test-nan-teacher")
 
 
-def test_lab_stops_the_arm_keeps_the_last_good_checkpoint_and_marks_failed(nan_teacher, tmp_path, run_cli) -> None:
+def test_lab_stops_the_arm_keeps_the_last_good_checkpoint_and_marks_failed(nan_teacher, tmp_path, capsys) -> None:
     args = ["run", "digits", "--out", str(tmp_path), "-q", "--set", "device=cpu", "--set", "data.train_limit=300"]
     args += ["--set", f"teacher.model={nan_teacher}", "--set", "teacher.epochs=3", "--set", "student.epochs=1"]
-    code, _out, err = run_cli(*args)
+    code, _out, err = _cli(args, capsys)
     assert code == 2
     assert err.splitlines() == [
         "error: teacher arm: loss is nan at epoch 2, step 3: lower the learning rate (train.lr, now 0.001), "
@@ -111,3 +112,8 @@ def test_lab_stops_the_arm_keeps_the_last_good_checkpoint_and_marks_failed(nan_t
     results = json.loads((run / "results.json").read_text())
     assert results["status"] == "failed" and results["failed"]["error"] == err.splitlines()[0][len("error: ") :]
     assert json.loads((run / "checkpoints/teacher/latest.json").read_text())["epoch"] == 1
+
+
+def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    res = run_cli(args, capsys)
+    return res.code, res.out, res.err

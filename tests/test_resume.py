@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clihelp import run_cli
 
 HERE = Path(__file__).parent
 WEIGHTS = ("teacher.safetensors", "student-scratch.safetensors", "student-distilled.safetensors")
@@ -128,10 +129,10 @@ def test_sigterm_stops_cleanly_says_how_to_resume_and_resumes(reference, tmp_pat
     assert list(results["arms"]) == ["teacher"]
 
 
-def test_resuming_a_complete_run_changes_nothing_and_a_busy_run_is_refused(reference, tmp_path, run_cli) -> None:
+def test_resuming_a_complete_run_changes_nothing_and_a_busy_run_is_refused(reference, tmp_path, capsys) -> None:
     run = reference[0]
     before = (run / "results.json").read_bytes()
-    code, _out, err = run_cli("run", "--resume", str(run), "-q")
+    code, _out, err = _cli(["run", "--resume", str(run), "-q"], capsys)
     assert code == 0, err
     assert (run / "results.json").read_bytes() == before
 
@@ -141,9 +142,14 @@ def test_resuming_a_complete_run_changes_nothing_and_a_busy_run_is_refused(refer
     busy.mkdir()
     (busy / "config.resolved.yaml").write_text((run / "config.resolved.yaml").read_text())
     with RunLock(busy):  # as if another kdlab process were training in this folder
-        code, _out, err = run_cli("run", "--resume", str(busy), "-q")
+        code, _out, err = _cli(["run", "--resume", str(busy), "-q"], capsys)
     assert code == 2
     assert err.strip().splitlines() == [
         f"error: {busy}: another kdlab process is using this run folder; wait for it or stop it"
     ]
     assert not (busy / "results.json").exists()
+
+
+def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    res = run_cli(args, capsys)
+    return res.code, res.out, res.err
