@@ -18,10 +18,10 @@ from kdlab.runs import create_run_dir
 TINY = [
     "device=cpu",
     "deterministic=true",
-    "data.train_limit=200",
+    "data.train_limit=120",
     "teacher.model=mlp-teacher",
     "teacher.epochs=1",
-    "student.epochs=2",
+    "student.epochs=1",
     "train.batch_size=64",
 ]
 WEIGHTS = ("teacher.safetensors", "student-scratch.safetensors", "student-distilled.safetensors")
