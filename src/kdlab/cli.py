@@ -6,6 +6,7 @@ mistakes (:class:`~kdlab.errors.KdlabError`) print one line and exit with status
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -40,17 +41,35 @@ def run(
     set_: SetOption = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="parent folder of the run folder")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="continue an interrupted run folder from its last complete epoch")
+    ] = None,
 ) -> None:
     """Train and compare teacher, scratch student and distilled student; write a run folder."""
     from kdlab.config import load_experiment
+    from kdlab.errors import RunInterrupted
     from kdlab.lab import run_lab
     from kdlab.progress import RichProgress
+    from kdlab.recovery import SIGNAL_EXIT, StopOnSignal, resume_command, resume_lab
     from kdlab.report.table import print_results
     from kdlab.runs import read_results
 
-    cfg = load_experiment(experiment, set_ or [])
+    if resume is not None and (experiment is not None or set_ or out is not None):
+        raise KdlabError("--resume continues a run with its saved config: give no experiment, --set or --out")
+    cfg = None if resume is not None else load_experiment(experiment, set_ or [])
     progress = None if quiet else (lambda arm: RichProgress(arm, err_console))
-    run_dir = run_lab(cfg, out=out, progress=progress, log=None if quiet else lambda m: err_console.print(m))
+    log = None if quiet else lambda m: err_console.print(m)
+    with StopOnSignal() as stop:
+        try:
+            if resume is not None:
+                run_dir = resume_lab(resume, progress=progress, log=log, stop=stop)
+            else:
+                assert cfg is not None
+                run_dir = run_lab(cfg, out=out, progress=progress, log=log, stop=stop)
+        except RunInterrupted as e:
+            folder = Path(str(e.run_dir if e.run_dir is not None else resume))
+            err_console.print(f"interrupted; resume with: {resume_command(folder)}", markup=False, highlight=False)
+            raise typer.Exit(SIGNAL_EXIT.get(stop.signum or signal.SIGINT, 130)) from None
     print_results(read_results(run_dir), console)
     console.print(f"run folder: {run_dir}")
 
@@ -85,13 +104,15 @@ def models() -> None:
 def main() -> None:
     """Console-script entry point: KdlabError -> one line on stderr, exit status 2."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns a typer.Exit's code instead of raising it
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except KdlabError as e:
         err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted", markup=False)
         sys.exit(130)
     except Exception as e:

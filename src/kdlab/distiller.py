@@ -145,13 +145,15 @@ class Distiller(nn.Module):
         progress: loop.Progress | None = None,
         teacher_fn: loop.TeacherFn | None = None,
         on_epoch_end: Any = None,
+        **loop_options: Any,
     ) -> loop.History:
         """Train the student by distillation; returns the per-epoch history.
 
         ``train``/``val`` take a DataLoader, re-iterable ``(x, y)`` batches or an ``(X, y)`` pair.
         The default optimizer is Adam(lr) over the student's parameters only; a given optimizer
         must not hold any teacher parameter. ``teacher_fn`` replaces the live teacher forward
-        (e.g. a lookup in precomputed logits by sample index).
+        (e.g. a lookup in precomputed logits by sample index). Other keyword options
+        (``state``, ``nonfinite``, ``grad_clip``, ``should_stop``) go to :func:`kdlab.loop.fit`.
         """
         dev = loop.resolve_device(device) if device is not None else loop._model_device(self.student)
         self.to(dev)
@@ -175,6 +177,7 @@ class Distiller(nn.Module):
             select=select,
             progress=progress,
             on_epoch_end=on_epoch_end,
+            **loop_options,
         )
 
     def evaluate(self, data: Any, *, batch_size: int = 512) -> dict[str, float]:

@@ -27,3 +27,39 @@ class DataError(KdlabError):
 
 class CheckpointError(KdlabError):
     """A weights file is missing, corrupt, unsafe, or does not fit the model."""
+
+
+class TrainingError(KdlabError):
+    """Training cannot go on as configured (a non-finite loss, every batch skipped, ...)."""
+
+
+class NonFiniteLossError(TrainingError):
+    """The loss of a training step was NaN or ±inf (``train.nonfinite=stop``)."""
+
+    def __init__(self, *, value: float, step: int, epoch: int | None = None, lr: float | None = None) -> None:
+        self.value, self.step, self.epoch, self.lr = value, step, epoch, lr
+        where = f"epoch {epoch}, step {step}" if epoch is not None else f"step {step}"
+        now = f", now {lr:g}" if lr is not None else ""
+        super().__init__(
+            f"loss is {value} at {where}: lower the learning rate (train.lr{now}), set train.grad_clip, "
+            "or set train.nonfinite=skip-batch"
+        )
+
+
+class StorageError(KdlabError, OSError):
+    """A file could not be written (disk full, read-only folder, path under a file).
+
+    Also an :class:`OSError`, so code that treats an optional write as best-effort keeps doing so.
+    """
+
+
+class RunInterrupted(Exception):
+    """Training stopped at a step boundary because a stop was requested (SIGINT/SIGTERM).
+
+    Not a :class:`KdlabError`: the CLI answers it with the resume command and exit 130/143.
+    """
+
+    def __init__(self, signum: int | None = None) -> None:
+        self.signum = signum
+        self.run_dir: object = None  # the run folder to resume, set by kdlab.lab.run_lab
+        super().__init__("training stopped on request")

@@ -18,21 +18,31 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdlab.errors import CheckpointError
+from kdlab.errors import CheckpointError, StorageError
 
 
 def _atomic(path: Path, write: Callable[[Any], None], mode: str) -> None:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _storage_error(path, e) from None
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, StorageError):
+            raise _storage_error(path, e) from None
         raise
+
+
+def _storage_error(path: Path, e: OSError) -> StorageError:
+    """A failed write as one line; the file at ``path``, if any, is left as it was."""
+    return StorageError(f"{path}: cannot write ({e.strerror or e}); free disk space or choose a writable folder")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -47,12 +57,31 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> int:
-    """Write the model's state dict as safetensors (atomically); returns the file size in bytes."""
+def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """``safetensors.torch.save`` with the metadata keys in sorted order.
+
+    safetensors writes its metadata map in hash order, which changes from process to process;
+    sorting it makes equal tensors and metadata give byte-identical files (reproducible runs).
+    """
     from safetensors.torch import save
 
+    blob = save(tensors, metadata=metadata or {})
+    if not metadata or len(metadata) < 2:
+        return blob
+    n = int.from_bytes(blob[:8], "little")
+    original = blob[8 : 8 + n].rstrip(b" ")
+    header = json.loads(original)
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(text) != len(original):  # an escaping difference: keep safetensors' own bytes
+        return blob
+    return blob[:8] + text + blob[8 + len(text) :]
+
+
+def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> int:
+    """Write the model's state dict as safetensors (atomically); returns the file size in bytes."""
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(Path(path), save(state, metadata=metadata or {}))
+    atomic_write_bytes(Path(path), safetensors_bytes(state, metadata))
     return Path(path).stat().st_size
 
 

@@ -16,6 +16,7 @@ failure in a later arm never loses a finished one):
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,17 @@ import torch
 from torch import nn
 
 from kdlab import __version__, losses
+from kdlab.checkpoint import ArmCheckpoint, FitState
 from kdlab.config.schema import ExperimentConfig
-from kdlab.data.bundle import build_data
+from kdlab.data.bundle import DataBundle, build_data
 from kdlab.data.tensors import TensorLoader
 from kdlab.distiller import Distiller
+from kdlab.errors import RunInterrupted, TrainingError
 from kdlab.io import atomic_write_json, load_weights, save_weights
 from kdlab.loop import History, Progress, fit, make_optimizer, predict, resolve_device
 from kdlab.models.registry import count_params, create_model
+from kdlab.recovery import RunLock, continue_results, mark_status, note_resume, read_history_rows, resume_command
+from kdlab.reproduce import deterministic_mode, repro_info
 from kdlab.runs import create_run_dir, env_info, write_config, write_history, write_results
 
 ARMS = ("teacher", "scratch", "distilled")
@@ -49,6 +54,8 @@ def run_lab(
     out: Path | None = None,
     progress: ProgressFactory | None = None,
     log: Callable[[str], None] | None = None,
+    resume: Path | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> Path:
     """Run the three-arm lab described by ``cfg``; returns the run folder.
 
@@ -57,8 +64,16 @@ def run_lab(
         out: parent folder of the run folder (default ``cfg.out``).
         progress: ``arm -> Progress`` for per-epoch progress display (the CLI's rich bars).
         log: receives one-line status messages.
+        resume: an existing run folder to continue (:func:`kdlab.recovery.resume_lab` reads its
+            config): finished arms are skipped, the unfinished one continues from its last
+            complete epoch.
+        stop: asked at every step boundary; True stops training with
+            :class:`~kdlab.errors.RunInterrupted` (results.json then says "interrupted").
+
+    Raises:
+        RunInterrupted: ``stop`` answered True (or KeyboardInterrupt arrived); resume later.
+        TrainingError: a non-finite loss stopped an arm (results.json says "failed").
     """
-    say = log or (lambda _msg: None)
     device = resolve_device(cfg.device)
     # Everything a user can get wrong (data path, model names, teacher checkpoint) is checked
     # before the run folder exists, so a bad input leaves nothing behind.
@@ -78,11 +93,42 @@ def run_lab(
             vocab_size=data.meta.get("vocab_size"),
         )
         load_weights(probe, cfg.teacher.checkpoint, what=f"teacher '{cfg.teacher.model}'")
-    run_dir = create_run_dir(out if out is not None else cfg.out, cfg.name)
-    write_config(run_dir, cfg.model_dump(mode="json"))
-    atomic_write_json(run_dir / "env.json", env_info(device, cfg.seed))
+    if resume is None:
+        run_dir = create_run_dir(out if out is not None else cfg.out, cfg.name)
+        write_config(run_dir, cfg.model_dump(mode="json"))
+    else:
+        run_dir = Path(resume)
+    with RunLock(run_dir), deterministic_mode(cfg.deterministic):
+        if resume is None:
+            atomic_write_json(run_dir / "env.json", {**env_info(device, cfg.seed), **repro_info(cfg.deterministic)})
+        else:
+            note_resume(run_dir, sys.argv)
+        try:
+            _run_arms(cfg, data, run_dir, device, progress, log, resume is not None, stop)
+        except (RunInterrupted, KeyboardInterrupt) as e:
+            mark_status(run_dir, "interrupted", resume=resume_command(run_dir), signal=getattr(stop, "signum", None))
+            if isinstance(e, RunInterrupted):
+                e.run_dir = run_dir
+            raise
+        except TrainingError as e:
+            mark_status(run_dir, "failed", error=str(e))
+            raise
+    return run_dir
+
+
+def _run_arms(
+    cfg: ExperimentConfig,
+    data: DataBundle,
+    run_dir: Path,
+    device: torch.device,
+    progress: ProgressFactory | None,
+    log: Callable[[str], None] | None,
+    resuming: bool,
+    stop: Callable[[], bool] | None,
+) -> None:
+    say = log or (lambda _msg: None)
     say(f"data {data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
-    results: dict[str, Any] = {
+    fresh: dict[str, Any] = {
         "schema_version": 1,
         "kdlab_version": __version__,
         "run_id": run_dir.name,
@@ -94,8 +140,10 @@ def run_lab(
         "distill": cfg.distill.model_dump(mode="json"),
         "arms": {},
     }
+    results = continue_results(run_dir, fresh, WEIGHT_FILES) if resuming else fresh
+    done = set(results["arms"])
     write_results(run_dir, results)
-    history_rows: list[dict[str, Any]] = []
+    history_rows: list[dict[str, Any]] = read_history_rows(run_dir, done) if resuming else []
     splits = {k: getattr(data, k).to(device) for k in ("train", "val", "test")}
     test_loader = TensorLoader(splits["test"].x, splits["test"].y, batch_size=cfg.train.eval_batch_size)
     val = splits["val"] if len(splits["val"]) else None
@@ -135,20 +183,31 @@ def run_lab(
             history_rows.append({"arm": arm, **row})
         write_history(run_dir, history_rows)
         write_results(run_dir, results)
+        ArmCheckpoint(run_dir / "checkpoints" / arm, arm).remove()  # the arm is on record now
         acc = results["arms"][arm]["test_accuracy"]
         say(f"{arm}: test accuracy {100 * acc:.2f}%")
         return logits
 
     def train(arm: str, model: nn.Module, seed: int, epochs: int, distiller: Distiller | None = None) -> History:
         prog = progress(arm) if progress else None
+        optimizer = make_optimizer(
+            [p for p in model.parameters() if p.requires_grad],
+            name=cfg.train.optimizer,
+            lr=cfg.train.lr,
+            weight_decay=cfg.train.weight_decay,
+        )
+        ckpt = ArmCheckpoint(run_dir / "checkpoints" / arm, arm)
+        state = ckpt.load(model, optimizer) if resuming and ckpt.exists() else FitState()
+        if state.epoch:
+            say(f"{arm}: resuming after epoch {state.epoch} of {epochs}")
         kwargs: dict[str, Any] = dict(
             epochs=epochs,
-            optimizer=make_optimizer(
-                [p for p in model.parameters() if p.requires_grad],
-                name=cfg.train.optimizer,
-                lr=cfg.train.lr,
-                weight_decay=cfg.train.weight_decay,
-            ),
+            optimizer=optimizer,
+            state=state,
+            on_epoch_end=lambda _epoch, _row: ckpt.save(model, optimizer, state),
+            nonfinite=cfg.train.nonfinite,
+            grad_clip=cfg.train.grad_clip,
+            should_stop=stop,
             batch_size=cfg.train.batch_size,
             seed=seed,
             device=device,
@@ -158,13 +217,21 @@ def run_lab(
         loader = TensorLoader(
             splits["train"].x, splits["train"].y, batch_size=cfg.train.batch_size, shuffle=True, seed=seed
         )
-        if distiller is not None:
-            return distiller.fit(loader, val, **kwargs)
-        return fit(model, loader, val, **kwargs)
+        try:
+            if distiller is not None:
+                return distiller.fit(loader, val, **kwargs)
+            return fit(model, loader, val, **kwargs)
+        except TrainingError as e:
+            kept = f"checkpoint of epoch {state.epoch} kept" if state.epoch else "no checkpoint yet"
+            raise TrainingError(f"{arm} arm: {e}; {kept}") from None
 
     # 1. teacher -------------------------------------------------------------------------------
     teacher = make(cfg.teacher.model, cfg.seed).to(device)
-    if cfg.teacher.checkpoint is not None:
+    if "teacher" in done:  # resuming: the finished teacher's weights are in the run folder
+        load_weights(teacher, run_dir / WEIGHT_FILES["teacher"], what=f"teacher '{cfg.teacher.model}'")
+        teacher.eval()
+        t_pred = predict(teacher, test_loader)[0].argmax(-1)
+    elif cfg.teacher.checkpoint is not None:
         load_weights(teacher, cfg.teacher.checkpoint, what=f"teacher '{cfg.teacher.model}'")
         say(f"teacher: loaded {cfg.teacher.checkpoint}")
         t_history = None
@@ -172,15 +239,18 @@ def run_lab(
     else:
         t_history = train("teacher", teacher, cfg.seed, cfg.teacher.epochs)
         source = "trained"
-    teacher.eval()
-    t_logits = record("teacher", teacher, t_history, {"model": cfg.teacher.model, "source": source})
-    t_pred = t_logits.argmax(-1)
+    if "teacher" not in done:
+        teacher.eval()
+        t_logits = record("teacher", teacher, t_history, {"model": cfg.teacher.model, "source": source})
+        t_pred = t_logits.argmax(-1)
 
     # 2. scratch and 3. distilled: the same initial weights and data order, so the difference
     # between the two is the teacher's doing and nothing else.
     student_seed = cfg.seed + 1
     initial = make(cfg.student.model, student_seed).to(device)
     for arm in ("scratch", "distilled"):
+        if arm in done:
+            continue
         student = copy.deepcopy(initial)
         distiller = None
         if arm == "distilled":
@@ -206,4 +276,3 @@ def run_lab(
     from kdlab.report.plots import plot_accuracy
 
     plot_accuracy(run_dir, history_rows)
-    return run_dir

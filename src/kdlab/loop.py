@@ -9,7 +9,6 @@ wall-clock seconds and samples per second.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -18,9 +17,11 @@ import torch
 from torch import Tensor, nn
 
 from kdlab import losses
-from kdlab.data.tensors import Batch, Loader, as_loader
-from kdlab.errors import ConfigError
+from kdlab.checkpoint import FitState
+from kdlab.data.tensors import Batch, Loader, TensorLoader, as_loader
+from kdlab.errors import ConfigError, NonFiniteLossError, RunInterrupted, TrainingError
 from kdlab.objective import Objective
+from kdlab.reproduce import restore_rng
 
 TeacherFn = Callable[[Batch], Tensor]
 """Returns the teacher's logits for a batch (a live forward pass or a cache lookup)."""
@@ -83,22 +84,49 @@ def train_epoch(
     *,
     teacher: TeacherFn | None = None,
     progress: Progress | None = None,
+    nonfinite: str = "stop",
+    grad_clip: float | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, float]:
-    """One pass over ``loader``: forward, objective, backward, step. Returns epoch means."""
+    """One pass over ``loader``: forward, objective, backward, step. Returns epoch means.
+
+    ``nonfinite`` is what a NaN/inf loss does: ``"stop"`` raises :class:`NonFiniteLossError`,
+    ``"skip-batch"`` skips that update and counts it in ``skipped_batches``. ``grad_clip`` rescales
+    the gradients so their global L2 norm is at most that value. ``should_stop`` is asked before
+    every step; when it answers True the epoch is abandoned with :class:`RunInterrupted`.
+    """
     if objective.uses_teacher and teacher is None:
         raise ValueError(f"objective '{objective.name}' needs a teacher")
+    if nonfinite not in {"stop", "skip-batch"}:
+        raise ConfigError(f"train.nonfinite: must be 'stop' or 'skip-batch' (got {nonfinite!r})")
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    skipped = 0
     model.train()
     # Sums stay on the device as tensors: reading a number (.item()) every step would force a
     # device sync per batch; one sync per epoch is enough.
     sums: dict[str, Tensor] = {}
     correct: Tensor | int = 0
     samples = steps = 0
-    for batch in loader:
+    for step, batch in enumerate(loader, start=1):
+        if should_stop is not None and should_stop():
+            raise RunInterrupted()
         teacher_logits = teacher(batch) if objective.uses_teacher and teacher is not None else None
         logits = model(batch.x)
         parts = objective(logits, batch.y, teacher_logits)
+        # One host sync per step (free on a CPU, a small stall per step on a GPU): a NaN caught
+        # here never reaches the weights.
+        if not bool(torch.isfinite(parts["total"])):
+            if nonfinite == "stop":
+                lr = float(optimizer.param_groups[0].get("lr", float("nan")))
+                raise NonFiniteLossError(value=float(parts["total"].detach()), step=step, lr=lr)
+            skipped += 1
+            if progress is not None:
+                progress.step()
+            continue
         optimizer.zero_grad(set_to_none=True)
         parts["total"].backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
         optimizer.step()
         n = len(batch.y)
         with torch.no_grad():
@@ -109,12 +137,16 @@ def train_epoch(
         steps += 1
         if progress is not None:
             progress.step()
+    if samples == 0 and skipped:
+        raise TrainingError(f"all {skipped} batches of the epoch had a non-finite loss: lower train.lr")
     if samples == 0:
         raise ValueError("the training data produced no batches")
     row = {("train_loss" if k == "total" else f"train_{k}"): float(v) / samples for k, v in sums.items()}
     row["train_accuracy"] = float(correct) / samples
     row["steps"] = steps
     row["samples"] = samples
+    if nonfinite == "skip-batch":
+        row["skipped_batches"] = skipped
     return row
 
 
@@ -168,6 +200,10 @@ def fit(
     select: str = "last",
     progress: Progress | None = None,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+    state: FitState | None = None,
+    nonfinite: str = "stop",
+    grad_clip: float | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> History:
     """Train ``model`` for ``epochs`` and return the per-epoch :class:`History`.
 
@@ -181,7 +217,13 @@ def fit(
         seed: seeds data order and dropout (None leaves the global RNG alone).
         select: ``"last"`` keeps the final weights; ``"best-val"`` restores the epoch with the best
             validation accuracy (validation data only, never the test set).
-        on_epoch_end: called with ``(epoch, row)`` after each epoch (checkpoints, logs).
+        on_epoch_end: called with ``(epoch, row)`` after each epoch (checkpoints, logs); ``state``
+            is up to date by then.
+        state: the training state to start from and keep up to date (:class:`FitState`). Training
+            resumes after ``state.epoch`` complete epochs, with its history, best-val bookkeeping
+            and generator states; the model and optimizer must already hold that epoch's weights
+            (:meth:`kdlab.checkpoint.ArmCheckpoint.load`). A fresh state starts at epoch 1.
+        nonfinite, grad_clip, should_stop: see :func:`train_epoch`.
     """
     if epochs < 1:
         raise ConfigError(f"epochs: must be >= 1 (got {epochs})")
@@ -196,32 +238,56 @@ def fit(
     val_loader = None if val is None else as_loader(val, batch_size=eval_batch_size, device=dev)
     if optimizer is None:
         optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], lr=lr)
-    history = History()
-    best: tuple[float, int, dict[str, Tensor]] | None = None
-    for epoch in range(1, epochs + 1):
+    state = state if state is not None else FitState()
+    if state.epoch > epochs:
+        raise ConfigError(f"resume: the checkpoint is at epoch {state.epoch} but training asks for {epochs} epochs")
+    if state.epoch > 0:
+        # The order of epoch e depends only on (seed, e): skip the finished epochs' orders.
+        if isinstance(train_loader, TensorLoader):
+            train_loader.epoch = state.epoch
+        if state.rng is not None:
+            restore_rng(state.rng)
+    history = History(state.history)
+    for epoch in range(state.epoch + 1, epochs + 1):
         objective.set_epoch(epoch - 1)
         if progress is not None:
             progress.epoch_start(epoch, epochs, len(train_loader))
         start = time.perf_counter()
         row: dict[str, Any] = {"epoch": epoch}
-        row.update(train_epoch(model, objective, train_loader, optimizer, teacher=teacher, progress=progress))
+        try:
+            row.update(
+                train_epoch(
+                    model,
+                    objective,
+                    train_loader,
+                    optimizer,
+                    teacher=teacher,
+                    progress=progress,
+                    nonfinite=nonfinite,
+                    grad_clip=grad_clip,
+                    should_stop=should_stop,
+                )
+            )
+        except NonFiniteLossError as e:
+            raise NonFiniteLossError(value=e.value, step=e.step, epoch=epoch, lr=e.lr) from None
         row["seconds"] = time.perf_counter() - start
         row["samples_per_s"] = row["samples"] / row["seconds"] if row["seconds"] > 0 else float("nan")
         if val_loader is not None:
             logits, y = predict(model, val_loader)
             row["val_loss"] = float(losses.cross_entropy(logits, y))
             row["val_accuracy"] = float((logits.argmax(-1) == y).float().mean())
-            if select == "best-val" and (best is None or row["val_accuracy"] > best[0]):
-                best = (row["val_accuracy"], epoch, copy.deepcopy(model.state_dict()))
+            if select == "best-val":
+                state.update_best(epoch, row["val_accuracy"], model)
         history.append(row)
+        state.end_epoch(epoch, row)
         if progress is not None:
             progress.epoch_end(row)
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
     history.selected_epoch = epochs
-    if best is not None and best[1] != epochs:
-        model.load_state_dict(best[2])
-        history.selected_epoch = best[1]
+    if state.best_weights is not None and state.best_epoch != epochs:
+        model.load_state_dict(state.best_weights)
+        history.selected_epoch = state.best_epoch
     return history
 
 

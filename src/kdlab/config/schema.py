@@ -66,12 +66,21 @@ class TrainConfig(Section):
         description="weights reported per arm: the last epoch's, or the epoch with the best validation accuracy",
     )
     eval_batch_size: int = Field(512, ge=1, description="batch size for evaluation (no gradients)")
+    nonfinite: Literal["stop", "skip-batch"] = Field(
+        "stop", description="a NaN/inf loss: stop the arm (last good checkpoint kept) or skip that batch's update"
+    )
+    grad_clip: float | None = Field(
+        None, gt=0, description="clip the gradients' global L2 norm to this value before each step; None = off"
+    )
 
 
 class ExperimentConfig(Section):
     name: str = Field("experiment", description="run name; the run folder is runs/<timestamp>-<name>")
     seed: int = Field(0, ge=0, description="fixes splits, initialization, data order and dropout")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto = cuda, then mps, then cpu")
+    deterministic: bool = Field(
+        False, description="torch.use_deterministic_algorithms(True): repeatable on GPUs too, slower there"
+    )
     out: Path = Field(Path("runs"), description="parent folder of run folders")
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
