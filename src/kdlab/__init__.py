@@ -3,7 +3,7 @@ trained with one loop and compared honestly.
 
 Public API::
 
-    from kdlab import Distiller, fit, evaluate, create_model, list_models, load_experiment, run_lab
+    from kdlab import Distiller, fit, evaluate, create_model, list_models, load_experiment, run_lab, load_run
 """
 
 __version__ = "0.1.0"
@@ -13,6 +13,7 @@ from kdlab.distiller import Distiller
 from kdlab.lab import run_lab
 from kdlab.loop import evaluate, fit
 from kdlab.models import create_model, list_models
+from kdlab.predict import load_run
 
 __all__ = [
     "Distiller",
@@ -22,5 +23,6 @@ __all__ = [
     "fit",
     "list_models",
     "load_experiment",
+    "load_run",
     "run_lab",
 ]

@@ -84,6 +84,23 @@ def show(run_dir: Annotated[Path, typer.Argument(help="a run folder written by `
 
 
 @app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder written by `kdlab run`")],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(help="texts, text files (one text per line) or - for stdin; image files for image runs"),
+    ],
+    arm: Annotated[str, typer.Option("--arm", help="teacher | scratch | distilled")] = "distilled",
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON list instead of lines")] = False,
+) -> None:
+    """Classify new inputs with a finished run's model: class and probability per input."""
+    from kdlab.predict import expand_inputs, load_run, print_predictions
+
+    run = load_run(run_dir, arms=[arm])
+    print_predictions(run.predict(expand_inputs(run, inputs), arm=arm), as_json=as_json)
+
+
+@app.command()
 def presets() -> None:
     """List the built-in experiment presets."""
     from kdlab.config import list_presets

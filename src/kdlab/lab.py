@@ -29,6 +29,7 @@ from kdlab.checkpoint import ArmCheckpoint, FitState
 from kdlab.config.schema import ExperimentConfig
 from kdlab.data.bundle import DataBundle, build_data
 from kdlab.data.tensors import TensorLoader
+from kdlab.data.text import save_vocab
 from kdlab.distiller import Distiller
 from kdlab.errors import RunInterrupted, TrainingError
 from kdlab.io import atomic_write_json, load_weights, save_weights
@@ -128,6 +129,8 @@ def _run_arms(
 ) -> None:
     say = log or (lambda _msg: None)
     say(f"data {data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
+    if "vocab" in data.meta:  # text runs: the vocabulary travels with the weights (kdlab predict)
+        save_vocab(run_dir, data.meta["vocab"])
     fresh: dict[str, Any] = {
         "schema_version": 1,
         "kdlab_version": __version__,

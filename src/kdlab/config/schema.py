@@ -17,7 +17,7 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    name: str = Field("digits", description="dataset: digits | fashion-mnist | image-folder (see `kdlab presets`)")
+    name: str = Field("digits", description="dataset: digits | fashion-mnist | image-folder | text-csv | aclimdb")
     path: Path | None = Field(None, description="dataset location (a folder or file); None = the dataset's default")
     image_size: int = Field(224, gt=0, description="image-folder: images are resized to image_size × image_size px")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="share of all samples held out for validation")
@@ -28,6 +28,12 @@ class DataConfig(Section):
     train_limit: int | None = Field(
         None, gt=0, description="use at most this many training samples (stratified subset); None = all"
     )
+    text_column: str = Field("text", description="text-csv: name of the column (or JSON key) holding the text")
+    label_column: str = Field("label", description="text-csv: name of the column (or JSON key) holding the label")
+    vocab_size: int = Field(
+        20000, ge=3, description="text: embedding rows = the most frequent training words + padding (0) + unknown (1)"
+    )
+    max_len: int = Field(200, ge=1, description="text: tokens per sequence; longer texts keep their first max_len")
 
     @model_validator(mode="after")
     def _fractions(self) -> DataConfig:

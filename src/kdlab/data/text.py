@@ -1,0 +1,115 @@
+"""Text to token ids: the tokenizer, the vocabulary (built on the training split only) and
+fixed-length encoding.
+
+Tokenizing is the classic lab's (Keras ``TextVectorization`` defaults): lower-case, HTML line
+breaks (``<br />``) become spaces, punctuation is removed (``don't`` -> ``dont``), split on
+whitespace. The vocabulary keeps the most frequent training words, ties broken by the word itself
+(count descending, then word ascending), so it is the same on every machine and every run.
+
+Ids: ``0`` = padding, ``1`` = out of vocabulary, ``2..`` = words by rank. ``vocab_size`` counts the
+two reserved ids, as Keras' ``num_words`` does, so ``vocab_size=20000`` gives an embedding table of
+20,000 rows. Sequences hold the first ``max_len`` tokens of a text, padding goes at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kdlab.errors import DataError
+from kdlab.io import atomic_write_json
+
+PAD, OOV = 0, 1
+PAD_TOKEN, OOV_TOKEN = "<pad>", "<oov>"
+VOCAB_FILE = "vocab.json"
+
+_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
+_PUNCT = re.compile(r"[^\w\s]|_")  # \w is Unicode-aware: accented and non-Latin letters stay
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case, ``<br />`` -> space, remove punctuation, split on whitespace.
+
+    Example:
+        >>> tokenize("Great movie!<br /><br />Don't miss it.")
+        ['great', 'movie', 'dont', 'miss', 'it']
+    """
+    return _PUNCT.sub("", _BREAK.sub(" ", text.lower())).split()
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Token list (index = id, ``tokens[0] = "<pad>"``, ``tokens[1] = "<oov>"``) and the encoding length."""
+
+    tokens: tuple[str, ...]
+    max_len: int
+
+    def __post_init__(self) -> None:
+        if self.tokens[:2] != (PAD_TOKEN, OOV_TOKEN):
+            raise DataError(f"vocabulary must start with {PAD_TOKEN!r}, {OOV_TOKEN!r} (got {list(self.tokens[:2])})")
+        object.__setattr__(self, "_index", {w: i for i, w in enumerate(self.tokens)})
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @classmethod
+    def build(cls, texts: Iterable[str], *, vocab_size: int, max_len: int) -> Vocab:
+        """The ``vocab_size - 2`` most frequent words of ``texts`` (pass the training split only)."""
+        if vocab_size < 3:
+            raise DataError(
+                f"data.vocab_size: must be >= 3 (padding, out-of-vocabulary and one word; got {vocab_size})"
+            )
+        counts: Counter[str] = Counter()
+        for text in texts:
+            counts.update(tokenize(text))
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        return cls((PAD_TOKEN, OOV_TOKEN, *(w for w, _ in ranked[: vocab_size - 2])), max_len)
+
+    def ids(self, text: str) -> list[int]:
+        """Token ids of ``text``, unknown words -> 1, not truncated or padded."""
+        index: dict[str, int] = self._index  # type: ignore[attr-defined]
+        return [index.get(w, OOV) for w in tokenize(text)]
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        """``[N, max_len]`` int64: the first ``max_len`` ids of each text, then zeros (padding)."""
+        out = np.zeros((len(texts), self.max_len), dtype=np.int64)
+        for row, text in enumerate(texts):
+            ids = self.ids(text)[: self.max_len]
+            out[row, : len(ids)] = ids
+        return torch.from_numpy(out)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": 1, "pad": PAD, "oov": OOV, "max_len": self.max_len, "tokens": list(self.tokens)}
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str = "vocab.json") -> Vocab:
+        try:
+            return cls(tuple(str(t) for t in obj["tokens"]), int(obj["max_len"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{where}: not a kdlab vocabulary ({type(e).__name__}: {e})") from None
+
+
+def save_vocab(run_dir: Path, vocab: Vocab) -> Path:
+    """Write ``vocab.json`` into the run folder (atomically)."""
+    path = Path(run_dir) / VOCAB_FILE
+    atomic_write_json(path, vocab.to_json())
+    return path
+
+
+def load_vocab(path: Path) -> Vocab:
+    """Read a ``vocab.json`` written by :func:`save_vocab`."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such vocabulary file (a text run folder holds vocab.json)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: unreadable vocabulary ({e})") from None
+    return Vocab.from_json(obj, str(path))

@@ -1,0 +1,212 @@
+"""Use a finished run: load its models (and vocabulary) and classify new texts or image files.
+
+A run folder holds everything needed: ``config.resolved.yaml`` (data settings), ``results.json``
+(classes, input shape, model names per arm), the weights (``teacher.safetensors``,
+``student-scratch.safetensors``, ``student-distilled.safetensors``) and, for text runs,
+``vocab.json``. Inputs are prepared exactly as in training: texts through the run's tokenizer and
+vocabulary (first ``max_len`` tokens, padding at the end); images converted to RGB or grayscale
+to match the run's input channels, resized to its input size (bilinear) and scaled to [0, 1].
+
+Example:
+    >>> run = kdlab.load_run("runs/20250101-120000-imdb")
+    >>> run.predict(["A wonderful film.", "Dull and far too long."])[0].label
+    'pos'
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import Tensor, nn
+
+from kdlab.config.load import validate
+from kdlab.config.schema import ExperimentConfig
+from kdlab.data.text import VOCAB_FILE, Vocab, load_vocab
+from kdlab.data.text_datasets import read_utf8
+from kdlab.errors import ConfigError, DataError, KdlabError
+from kdlab.io import load_weights
+from kdlab.losses import softmax_probs
+from kdlab.models.registry import create_model
+from kdlab.runs import read_results
+
+ARM_FILES = {
+    "teacher": "teacher.safetensors",
+    "scratch": "student-scratch.safetensors",
+    "distilled": "student-distilled.safetensors",
+}
+BATCH = 256
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One input's predicted class, its probability and every class's probability."""
+
+    input: str
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LoadedRun:
+    """A finished run's models (eval mode, CPU), classes, input shape, vocabulary and config.
+
+    Attributes:
+        path: the run folder.
+        config: the resolved experiment config the run used.
+        results: ``results.json``.
+        classes: class names, index = model output.
+        input_shape: one input's shape, ``(L,)`` for text, ``(C, H, W)`` for images.
+        vocab: the text vocabulary (None for image runs).
+        models: arm (``teacher``, ``scratch``, ``distilled``) -> model, for every arm with weights.
+    """
+
+    path: Path
+    config: ExperimentConfig
+    results: dict[str, Any]
+    classes: list[str]
+    input_shape: tuple[int, ...]
+    vocab: Vocab | None
+    models: dict[str, nn.Module] = field(default_factory=dict)
+
+    @property
+    def is_text(self) -> bool:
+        return self.vocab is not None
+
+    def model(self, arm: str = "distilled") -> nn.Module:
+        if arm not in ARM_FILES:
+            raise ConfigError(f"--arm: unknown arm '{arm}' (teacher, scratch, distilled)")
+        if arm not in self.models:
+            raise KdlabError(f"{self.path}: has no weights for arm '{arm}' (arms: {', '.join(self.models) or 'none'})")
+        return self.models[arm]
+
+    def encode(self, inputs: Sequence[str]) -> Tensor:
+        """Texts -> ``[N, max_len]`` token ids (text runs); image paths -> ``[N, C, H, W]`` floats in [0, 1]."""
+        if self.vocab is not None:
+            return self.vocab.encode(list(inputs))
+        return load_images([Path(p) for p in inputs], self.input_shape)
+
+    @torch.no_grad()
+    def predict(self, inputs: Sequence[str], *, arm: str = "distilled") -> list[Prediction]:
+        """Classify texts (text runs) or image files (image runs) with the model of ``arm``."""
+        model = self.model(arm)
+        out: list[Prediction] = []
+        for start in range(0, len(inputs), BATCH):
+            chunk = list(inputs[start : start + BATCH])
+            probs = softmax_probs(model(self.encode(chunk)))
+            for text, row in zip(chunk, probs.tolist(), strict=True):
+                best = int(np.argmax(row))
+                out.append(Prediction(text, self.classes[best], row[best], dict(zip(self.classes, row, strict=True))))
+        return out
+
+
+def load_run(path: str | Path, *, arms: Sequence[str] | None = None) -> LoadedRun:
+    """Load a run folder written by ``kdlab run`` / :func:`kdlab.run_lab`.
+
+    Args:
+        path: the run folder.
+        arms: which arms to load (default: every arm whose weights exist).
+
+    Raises:
+        KdlabError: not a run folder, config or vocabulary unreadable, weights that do not fit.
+    """
+    run_dir = Path(path)
+    results = read_results(run_dir)
+    cfg_path = run_dir / "config.resolved.yaml"
+    try:
+        raw = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise KdlabError(f"{cfg_path}: unreadable run config ({type(e).__name__})") from None
+    config = validate(raw if isinstance(raw, dict) else {}, str(cfg_path))
+    data = results.get("data") or {}
+    classes = [str(c) for c in data.get("classes") or []]
+    shape = tuple(int(d) for d in data.get("input_shape") or [])
+    if len(classes) < 2 or not shape:
+        raise KdlabError(f"{run_dir / 'results.json'}: no classes or input shape recorded; not a finished run?")
+    vocab = load_vocab(run_dir / VOCAB_FILE) if (run_dir / VOCAB_FILE).is_file() else None
+    if vocab is None and len(shape) == 1:
+        raise KdlabError(f"{run_dir}: a text run without {VOCAB_FILE}; it cannot encode new text")
+    run = LoadedRun(run_dir, config, results, classes, shape, vocab)
+    for arm in arms or list(ARM_FILES):
+        weights = run_dir / ARM_FILES[arm] if arm in ARM_FILES else None
+        if weights is None or not weights.is_file():
+            if arms:
+                run.model(arm)  # raises the one-line "no weights" / "unknown arm" error
+            continue
+        arm_info = results.get("arms", {}).get(arm, {})
+        name = arm_info.get("model") or (config.teacher.model if arm == "teacher" else config.student.model)
+        model = create_model(
+            name, num_classes=len(classes), input_shape=shape, vocab_size=len(vocab) if vocab else None
+        )
+        load_weights(model, weights, what=f"{arm} '{name}'")
+        run.models[arm] = model.eval()
+    return run
+
+
+def expand_inputs(run: LoadedRun, items: Sequence[str]) -> list[str]:
+    """CLI inputs -> what :meth:`LoadedRun.predict` takes.
+
+    Text runs: an argument naming an existing file stands for its non-empty lines (one text per
+    line), ``-`` for the lines of standard input, anything else is a text. Image runs: every
+    argument is an image file.
+    """
+    if not items:
+        raise DataError("no inputs: give texts, text files (one text per line) or image files")
+    if not run.is_text:
+        return list(items)
+    out: list[str] = []
+    for item in items:
+        if item == "-":
+            out += [line for line in sys.stdin.read().splitlines() if line.strip()]
+        elif Path(item).is_file():
+            out += [line for line in read_utf8(Path(item)).splitlines() if line.strip()]
+        else:
+            out.append(item)
+    if not out:
+        raise DataError("no inputs: the given files hold no non-empty lines")
+    return out
+
+
+def load_images(paths: Sequence[Path], input_shape: tuple[int, ...]) -> Tensor:
+    """Image files -> ``[N, C, H, W]`` float32 in [0, 1]: RGB (C=3) or grayscale (C=1), resized to H×W."""
+    from PIL import Image, UnidentifiedImageError
+
+    if len(input_shape) != 3 or input_shape[0] not in (1, 3):
+        raise KdlabError(f"run input shape {input_shape} is not an image shape (1 or 3 channels)")
+    c, h, w = input_shape
+    mode = "L" if c == 1 else "RGB"
+    out = np.empty((len(paths), c, h, w), dtype=np.float32)
+    for i, p in enumerate(paths):
+        try:
+            with Image.open(p) as img:
+                img.draft(mode, (w, h))  # as the image-folder loader does when it decodes for training
+                arr = np.asarray(img.convert(mode).resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
+        except FileNotFoundError:
+            raise DataError(f"{p}: no such image file (an image run classifies image files)") from None
+        except (UnidentifiedImageError, OSError, ValueError) as e:
+            raise DataError(f"{p}: cannot read as an image ({type(e).__name__})") from None
+        out[i] = (arr[None] if c == 1 else arr.transpose(2, 0, 1)) / 255.0
+    return torch.from_numpy(out)
+
+
+def print_predictions(preds: Sequence[Prediction], *, as_json: bool = False, width: int = 70) -> None:
+    """``label  probability  input`` per line (input shortened to ``width``), or a JSON list."""
+    if as_json:
+        sys.stdout.write(json.dumps([p.to_json() for p in preds], ensure_ascii=False, indent=2) + "\n")
+        return
+    pad = max(len(p.label) for p in preds) if preds else 0
+    for p in preds:
+        shown = " ".join(p.input.split())
+        shown = shown if len(shown) <= width else shown[: width - 1] + "…"
+        sys.stdout.write(f"{p.label:<{pad}}  {p.probability:.3f}  {shown}\n")
