@@ -57,8 +57,10 @@ def read_utf8(path: Path) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
         raise DataError(
-            f"{path}: not UTF-8 text (byte {e.start}: {data[e.start : e.start + 1]!r}); re-save it as UTF-8"
+            f"{path}: not UTF-8 text (line {line}, byte {e.start}: {data[e.start : e.start + 1]!r}); "
+            "re-save it as UTF-8"
         ) from None
 
 
