@@ -61,7 +61,7 @@ def test_text_csv_run_writes_a_complete_run_folder(csv_run: Path) -> None:
         assert results["arms"][arm]["test_accuracy"] >= 0.8, arm  # chance is 0.5
     vocab = load_vocab(csv_run / "vocab.json")
     assert vocab.tokens[:2] == ("<pad>", "<oov>") and vocab.max_len == 24
-    assert results["arms"]["bag-student" and "scratch"]["params"] == len(vocab) * 16 + 16 * 2 + 2
+    assert results["arms"]["scratch"]["params"] == len(vocab) * 16 + 16 * 2 + 2
 
 
 def test_load_run_reproduces_the_recorded_test_accuracy(csv_run: Path) -> None:
