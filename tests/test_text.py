@@ -27,6 +27,11 @@ def test_vocab_ranks_by_count_then_word_and_caps_size() -> None:
     assert v.tokens == ("<pad>", "<oov>", "b", "a", "c", "d")
     assert len(v) == 6  # vocab_size counts padding and unknown, like Keras' num_words
     assert v.ids("e b zzz A") == [1, 2, 1, 3]
+    # encoding while building (each text tokenized once) == encoding with the finished vocabulary
+    texts = ["b a c", "b a c d e e", "", "Z b"]
+    v2, x = Vocab.fit_encode(texts, vocab_size=5, max_len=4)
+    assert v2.tokens == ("<pad>", "<oov>", "b", "a", "c") and torch.equal(x, v2.encode(texts))
+    assert x.tolist() == [[2, 3, 4, 0], [2, 3, 4, 1], [0, 0, 0, 0], [1, 2, 0, 0]]
 
 
 def test_encode_pads_at_end_and_keeps_first_max_len_tokens() -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,15 +62,30 @@ class Vocab:
     @classmethod
     def build(cls, texts: Iterable[str], *, vocab_size: int, max_len: int) -> Vocab:
         """The ``vocab_size - 2`` most frequent words of ``texts`` (pass the training split only)."""
+        return cls.fit_encode(list(texts), vocab_size=vocab_size, max_len=max_len)[0]
+
+    @classmethod
+    def fit_encode(cls, texts: Sequence[str], *, vocab_size: int, max_len: int) -> tuple[Vocab, torch.Tensor]:
+        """Build the vocabulary of ``texts`` and encode them, tokenizing each text once.
+
+        Words get a provisional id in order of first appearance while counting; the ranking then
+        maps provisional ids to final ones (or to 1, out of vocabulary) with one array lookup.
+        """
         if vocab_size < 3:
             raise DataError(
                 f"data.vocab_size: must be >= 3 (padding, out-of-vocabulary and one word; got {vocab_size})"
             )
-        counts: Counter[str] = Counter()
+        first_seen: dict[str, int] = {}
+        rows = []
         for text in texts:
-            counts.update(tokenize(text))
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        return cls((PAD_TOKEN, OOV_TOKEN, *(w for w, _ in ranked[: vocab_size - 2])), max_len)
+            rows.append(np.fromiter((first_seen.setdefault(w, len(first_seen)) for w in tokenize(text)), np.int64))
+        counts = np.bincount(np.concatenate(rows), minlength=len(first_seen)) if rows else np.zeros(0, np.int64)
+        words = list(first_seen)
+        kept = sorted(range(len(words)), key=lambda i: (-counts[i], words[i]))[: vocab_size - 2]
+        remap = np.full(len(words), OOV, dtype=np.int64)
+        remap[kept] = np.arange(2, len(kept) + 2)
+        vocab = cls((PAD_TOKEN, OOV_TOKEN, *(words[i] for i in kept)), max_len)
+        return vocab, vocab._pad([remap[row] for row in rows])
 
     def ids(self, text: str) -> list[int]:
         """Token ids of ``text``, unknown words -> 1, not truncated or padded."""
@@ -80,10 +94,13 @@ class Vocab:
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         """``[N, max_len]`` int64: the first ``max_len`` ids of each text, then zeros (padding)."""
-        out = np.zeros((len(texts), self.max_len), dtype=np.int64)
-        for row, text in enumerate(texts):
-            ids = self.ids(text)[: self.max_len]
-            out[row, : len(ids)] = ids
+        return self._pad([self.ids(text) for text in texts])
+
+    def _pad(self, rows: Sequence[Sequence[int] | np.ndarray]) -> torch.Tensor:
+        out = np.zeros((len(rows), self.max_len), dtype=np.int64)
+        for i, ids in enumerate(rows):
+            ids = ids[: self.max_len]
+            out[i, : len(ids)] = ids
         return torch.from_numpy(out)
 
     def to_json(self) -> dict[str, Any]:

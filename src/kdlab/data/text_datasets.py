@@ -158,7 +158,7 @@ def class_names(labels: list[str], where: str) -> list[str]:
 
 def encode_splits(parts: dict[str, Corpus], classes: list[str], cfg: DataConfig, name: str, meta: dict) -> DataBundle:
     """Build the vocabulary on ``parts['train']``, encode every part, wrap in a DataBundle."""
-    vocab = Vocab.build(parts["train"].texts, vocab_size=cfg.vocab_size, max_len=cfg.max_len)
+    vocab, train_x = Vocab.fit_encode(parts["train"].texts, vocab_size=cfg.vocab_size, max_len=cfg.max_len)
     index = {c: i for i, c in enumerate(classes)}
     splits = {}
     for key, corpus in parts.items():
@@ -166,7 +166,7 @@ def encode_splits(parts: dict[str, Corpus], classes: list[str], cfg: DataConfig,
         if unknown:
             raise DataError(f"{name}: {key} has labels not seen in train: {', '.join(unknown[:5])}")
         y = torch.tensor([index[label] for label in corpus.labels], dtype=torch.int64)
-        splits[key] = Split(vocab.encode(corpus.texts), y)
+        splits[key] = Split(train_x if key == "train" else vocab.encode(corpus.texts), y)
     skipped = [s for c in parts.values() for s in c.skipped]
     meta = {**meta, "skipped_files": skipped, "vocab": vocab, "vocab_size": len(vocab), "max_len": cfg.max_len}
     return DataBundle(name, splits["train"], splits["val"], splits["test"], classes, (cfg.max_len,), meta)
