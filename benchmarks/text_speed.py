@@ -23,18 +23,18 @@ from kdlab.lab import run_lab
 
 
 def write_corpus(path: Path, rows: int, tokens: int, seed: int = 0) -> None:
+    """``rows`` texts of exactly ``tokens`` words: Zipf-drawn filler, one word in ten a label cue."""
     rng = np.random.default_rng(seed)
-    words = np.array([f"w{i}" for i in range(30_000)])
-    ranks = np.minimum(rng.zipf(1.2, size=(rows, tokens)) - 1, len(words) - 1)
+    words = np.array([f"w{i}" for i in range(30_000)], dtype=object)
     labels = rng.integers(0, 2, size=rows)
-    # a handful of label-bearing words so the models have something to learn
-    cue = np.where(labels[:, None] == 1, rng.integers(0, 10, (rows, 20)), rng.integers(10, 20, (rows, 20)))
     with path.open("w", newline="", encoding="utf-8") as f:
         out = csv.writer(f)
         out.writerow(["text", "label"])
         for r in range(rows):
-            text = " ".join(words[ranks[r]]) + " " + " ".join(f"cue{c}" for c in cue[r])
-            out.writerow([text, "pos" if labels[r] else "neg"])
+            row = words[np.minimum(rng.zipf(1.2, size=tokens) - 1, len(words) - 1)]
+            cues = rng.choice(tokens, size=max(1, tokens // 10), replace=False)
+            row[cues] = [f"cue{c + 10 * labels[r]}" for c in rng.integers(0, 10, size=len(cues))]
+            out.writerow([" ".join(row), "pos" if labels[r] else "neg"])
 
 
 def main() -> None:
