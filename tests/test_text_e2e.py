@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import sys
@@ -94,6 +95,9 @@ def test_predict_texts_and_text_file(
     assert (
         len(out) == 1 and re.match(r"neg  [01]\.\d{3}  awful and dull$", out[0]) and out[0].endswith("awful and dull")
     )
+    monkeypatch.setattr(sys, "stdin", io.StringIO("superb delightful\n\nterrible weak\n"))
+    assert cli(["predict", str(csv_run), "-"], monkeypatch) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["pos", "neg"]
     # the Python API gives the same numbers as the CLI
     api = kdlab.load_run(csv_run).predict(["wonderful excellent movie"])[0]
     assert api.label == "pos" and api.probability == pytest.approx(preds[0]["probability"])
