@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from clihelp import assert_one_line_error, run_cli
 from text_corpus import reviews, write_aclimdb, write_table
 
 import kdlab
@@ -151,10 +152,9 @@ def test_bad_text_inputs_exit_2_with_one_line(
         path.write_bytes(content)
     else:
         path.write_text(content, encoding="utf-8")
-    code = cli(["run", "text-csv", "--set", f"data.path={path}", "--out", str(tmp_path / "runs"), *extra], monkeypatch)
-    err = capsys.readouterr().err.strip()
-    assert code == 2
-    assert err.startswith("error: ") and message in err and "\n" not in err and "Traceback" not in err
+    res = run_cli(["run", "text-csv", "--set", f"data.path={path}", "--out", str(tmp_path / "runs"), *extra], capsys)
+    assert message in assert_one_line_error(res)
+    assert not (tmp_path / "runs").exists()  # a bad input leaves no run folder behind
 
 
 def test_predict_bad_inputs_exit_2(
@@ -164,9 +164,7 @@ def test_predict_bad_inputs_exit_2(
         (["predict", str(tmp_path), "text"], "has no results.json"),
         (["predict", str(csv_run), "--arm", "student", "text"], "unknown arm 'student'"),
     ]:
-        assert cli(args, monkeypatch) == 2
-        err = capsys.readouterr().err.strip()
-        assert message in err and "\n" not in err
+        assert message in assert_one_line_error(run_cli(args, capsys))
 
 
 def test_text_presets_are_listed_and_valid() -> None:
