@@ -9,7 +9,10 @@ import torch
 from torch import nn
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Tiny test models gain nothing from intra-op threads, and on a shared 2-core machine extra
+# threads make every step many times slower; subprocesses get OMP_NUM_THREADS=1 as well.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 class TinyNet(nn.Module):
