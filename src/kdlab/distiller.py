@@ -8,11 +8,17 @@ Teacher hygiene is enforced here, not left to the user:
   called on the distiller (dropout off, batch-norm statistics fixed), runs under
   ``torch.inference_mode()``, and its parameters never enter the optimizer;
 * teacher and student output shapes are checked on one dry batch before any training step.
+
+Feature methods (``fitnet``, ``at``; :mod:`kdlab.features`) hook named layers of both models
+during ``fit`` only; their projectors are built on the dry batch, added to the optimizer (a given
+optimizer gets an extra parameter group) and saved with :meth:`Distiller.save_projectors`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +27,8 @@ from torch import Tensor, nn
 from kdlab import loop
 from kdlab.data.tensors import Batch, TensorLoader, as_loader, prepare_inputs
 from kdlab.errors import ConfigError
+from kdlab.features import FeatureTerm
+from kdlab.io import save_weights
 from kdlab.models.registry import count_params
 from kdlab.objective import Objective
 
@@ -34,9 +42,12 @@ class Distiller(nn.Module):
         alpha: weight of the hard-label loss in [0, 1].
         temperature: softmax temperature T > 0 of the KD term.
         t_squared: multiply the KD term by T² (Hinton et al.); False for the classic labs.
-        method: registered KD term (``distill.method``), default Hinton's ``kd``.
+        method: registered KD term (``distill.method``): kd, dkd, dist, logit-std, fitnet, at.
         example_input: a batch of inputs for the dry run; without it the check runs on the first
             batch ``fit`` or ``evaluate`` sees.
+        **method_options: the method's options (``dkd_alpha``, ``dkd_beta``, ``standardize``,
+            ``warmup_epochs``, ``dist_beta``, ``dist_gamma``, ``feature_pairs``, ``feature_weight``;
+            docs/methods.md).
 
     Example:
         >>> distiller = Distiller(teacher=big, student=small, alpha=0.1, temperature=4.0)
@@ -84,6 +95,11 @@ class Distiller(nn.Module):
         self.objective = Objective.from_method(
             method, alpha=alpha, temperature=temperature, t_squared=t_squared, **method_options
         )
+        term = self.objective.kd_term
+        # A KD term with parameters (feature projectors) is a submodule: it moves with .to(device).
+        self.kd_module = term if isinstance(term, nn.Module) else None
+        if isinstance(term, FeatureTerm):
+            term.attach(teacher=self.teacher, student=student)
         self._checked = False
         if example_input is not None:
             self.check_compatible(example_input)
@@ -93,8 +109,15 @@ class Distiller(nn.Module):
         """Set the student's mode; the teacher stays in eval mode whatever ``mode`` is."""
         self.training = mode
         self.student.train(mode)
+        if self.kd_module is not None:
+            self.kd_module.train(mode)
         self.teacher.eval()
         return self
+
+    def _capturing(self) -> contextlib.AbstractContextManager[None]:
+        """Forward hooks of a feature method while active; nothing for logit methods."""
+        term = self.kd_module
+        return term.capturing() if isinstance(term, FeatureTerm) else contextlib.nullcontext()
 
     def teacher_logits(self, batch: Batch) -> Tensor:
         """The teacher's logits for a batch, computed without autograd, in eval mode."""
@@ -109,11 +132,17 @@ class Distiller(nn.Module):
         was_training = self.student.training
         self.student.eval()
         try:
-            with torch.no_grad():
-                t_out = self.teacher(x)
-                s_out = self.student(x)
-        except Exception as e:
-            raise ConfigError(f"dry run on a batch of shape {tuple(x.shape)} failed: {type(e).__name__}: {e}") from None
+            with self._capturing():
+                try:
+                    with torch.no_grad():
+                        t_out = self.teacher(x)
+                        s_out = self.student(x)
+                except Exception as e:
+                    raise ConfigError(
+                        f"dry run on a batch of shape {tuple(x.shape)} failed: {type(e).__name__}: {e}"
+                    ) from None
+                if isinstance(self.kd_module, FeatureTerm):
+                    self.kd_module.build_projectors()
         finally:
             self.student.train(was_training)
         if not isinstance(t_out, Tensor) or not isinstance(s_out, Tensor):
@@ -152,33 +181,42 @@ class Distiller(nn.Module):
         ``train``/``val`` take a DataLoader, re-iterable ``(x, y)`` batches or an ``(X, y)`` pair.
         The default optimizer is Adam(lr) over the student's parameters only; a given optimizer
         must not hold any teacher parameter. ``teacher_fn`` replaces the live teacher forward
-        (e.g. a lookup in precomputed logits by sample index). Other keyword options
-        (``state``, ``nonfinite``, ``grad_clip``, ``should_stop``) go to :func:`kdlab.loop.fit`.
+        (e.g. a lookup in precomputed logits by sample index); feature methods refuse it. Parameters
+        of the KD term (feature projectors) join the optimizer as an extra parameter group unless it
+        already holds them. Other keyword options (``state``, ``nonfinite``, ``grad_clip``,
+        ``should_stop``) go to :func:`kdlab.loop.fit`.
         """
+        if teacher_fn is not None and self.objective.needs_teacher_features:
+            raise ConfigError(
+                f"method '{self.objective.name}' needs the teacher's live features: precomputed teacher "
+                "logits (teacher_fn / a teacher cache) cannot be used with it"
+            )
         dev = loop.resolve_device(device) if device is not None else loop._model_device(self.student)
         self.to(dev)
         if optimizer is None:
             optimizer = loop.make_optimizer([p for p in self.student.parameters() if p.requires_grad], lr=lr)
         self._check_optimizer(optimizer)
         loader = as_loader(train, batch_size=batch_size, shuffle=True, seed=seed or 0, device=dev)
-        if not self._checked:
-            self.check_compatible(_dry_inputs(loader))
-        self.train()
-        return loop.fit(
-            self.student,
-            loader,
-            val,
-            epochs=epochs,
-            objective=self.objective,
-            teacher=teacher_fn or self.teacher_logits,
-            optimizer=optimizer,
-            seed=seed,
-            device=dev,
-            select=select,
-            progress=progress,
-            on_epoch_end=on_epoch_end,
-            **loop_options,
-        )
+        with self._capturing():
+            if not self._checked:
+                self.check_compatible(_dry_inputs(loader))
+            self._add_kd_params(optimizer)
+            self.train()
+            return loop.fit(
+                self.student,
+                loader,
+                val,
+                epochs=epochs,
+                objective=self.objective,
+                teacher=teacher_fn or self.teacher_logits,
+                optimizer=optimizer,
+                seed=seed,
+                device=dev,
+                select=select,
+                progress=progress,
+                on_epoch_end=on_epoch_end,
+                **loop_options,
+            )
 
     def evaluate(self, data: Any, *, batch_size: int = 512) -> dict[str, float]:
         """Student loss (CE) and accuracy on ``data``, and its top-1 agreement with the teacher."""
@@ -195,6 +233,25 @@ class Distiller(nn.Module):
             "accuracy": float((s_logits.argmax(-1) == y).float().mean()),
             "teacher_agreement": float((s_logits.argmax(-1) == t_logits.argmax(-1)).float().mean()),
         }
+
+    def kd_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters of the KD term (feature projectors); empty for logit methods."""
+        return [] if self.kd_module is None else [p for p in self.kd_module.parameters() if p.requires_grad]
+
+    def _add_kd_params(self, optimizer: torch.optim.Optimizer) -> None:
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        missing = [p for p in self.kd_parameters() if id(p) not in held]
+        if missing:
+            optimizer.add_param_group({"params": missing})
+
+    def save_projectors(self, path: str | Path) -> int | None:
+        """Write the feature projectors' weights (safetensors, atomic); returns the size in bytes,
+        or None when the method has none. Keys are ``<student layer, dots as __>.weight|bias``."""
+        term = self.kd_module
+        if not isinstance(term, FeatureTerm) or len(term.projectors) == 0:
+            return None
+        meta = {"kind": term.kind, "pairs": ";".join(f"{s}->{t}" for s, t in term.pairs.items())}
+        return save_weights(term.projectors, Path(path), meta)
 
     def _check_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         teacher_ids = {id(p) for p in self.teacher.parameters()}

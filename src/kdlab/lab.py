@@ -45,6 +45,7 @@ WEIGHT_FILES = {
     "scratch": "student-scratch.safetensors",
     "distilled": "student-distilled.safetensors",
 }
+PROJECTORS_FILE = "student-distilled.projectors.safetensors"
 
 ProgressFactory = Callable[[str], Progress | None]
 
@@ -264,9 +265,13 @@ def _run_arms(
                 temperature=cfg.distill.temperature,
                 t_squared=cfg.distill.t_squared,
                 method=cfg.distill.method,
+                **cfg.distill.method_options(),
             )
         history = train(arm, student, student_seed, cfg.student.epochs, distiller)
-        record(arm, student, history, {"model": cfg.student.model}, teacher_pred=t_pred)
+        extra: dict[str, Any] = {"model": cfg.student.model}
+        if distiller is not None and distiller.save_projectors(run_dir / PROJECTORS_FILE) is not None:
+            extra["projectors"] = PROJECTORS_FILE  # feature-method projectors, saved beside the student
+        record(arm, student, history, extra, teacher_pred=t_pred)
 
     arms = results["arms"]
     results["comparison"] = {

@@ -7,7 +7,7 @@ Precedence: defaults < YAML file (or preset) < ``--set key=value`` overrides.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -56,10 +56,32 @@ class StudentConfig(Section):
 
 
 class DistillConfig(Section):
-    method: str = Field("kd", description="KD term D: kd (Hinton)")
+    method: str = Field("kd", description="KD term D: kd | dkd | dist | logit-std | fitnet | at (docs/methods.md)")
     alpha: float = Field(0.1, ge=0, le=1, description="weight of the label loss: α·CE + (1−α)·D")
-    temperature: float = Field(4.0, gt=0, description="softmax temperature T of the KD term")
+    temperature: float = Field(4.0, gt=0, description="softmax temperature T of the KD term (τ for dist)")
     t_squared: bool = Field(True, description="multiply the KD term by T² (Hinton); the classic labs do not")
+    standardize: bool = Field(
+        False,
+        description="kd, dkd: z-score each logit vector before the softmax (Sun et al. 2024); logit-std = kd + this",
+    )
+    dkd_alpha: float = Field(1.0, ge=0, description="dkd: weight of target-class KD (TCKD) inside D, not distill.alpha")
+    dkd_beta: float = Field(8.0, ge=0, description="dkd: weight of non-target-class KD (NCKD) inside D")
+    warmup_epochs: int = Field(
+        0, ge=0, description="scale D by min(epoch / warmup_epochs, 1), epochs counted from 1; 0 = off (DKD: 20)"
+    )
+    dist_beta: float = Field(1.0, ge=0, description="dist: weight β of the inter-class (per-sample) relation")
+    dist_gamma: float = Field(1.0, ge=0, description="dist: weight γ of the intra-class (per-class) relation")
+    feature_pairs: dict[str, str] = Field(
+        default_factory=dict,
+        description="fitnet, at: student module name -> teacher module name, as in model.named_modules()",
+    )
+    feature_weight: float | None = Field(
+        None, ge=0, description="fitnet, at: weight of the summed feature loss; None = fitnet 1, at β = 1000"
+    )
+
+    def method_options(self) -> dict[str, Any]:
+        """The method-specific options, as keyword arguments of :class:`~kdlab.distiller.Distiller`."""
+        return self.model_dump(exclude={"method", "alpha", "temperature", "t_squared"})
 
 
 class TrainConfig(Section):
