@@ -270,7 +270,8 @@ def dist_loss(
         temperature: τ > 0.
 
     Returns:
-        A scalar float32 tensor in [0, 2·τ²·(β + γ)]; 0 when the two agree up to a positive affine map.
+        A scalar float32 tensor in [0, 2·τ²·(β + γ)]; ≈ 0 (up to ε) when the two probability
+        matrices agree up to a positive affine map.
     """
     _check_temperature(temperature)
     y_s = torch.softmax(student_logits.float() / temperature, dim=-1)
