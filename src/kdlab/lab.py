@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from kdlab import __version__, losses
 from kdlab.checkpoint import ArmCheckpoint, FitState
 from kdlab.config.schema import ExperimentConfig
 from kdlab.data.bundle import DataBundle, build_data
-from kdlab.data.tensors import TensorLoader
+from kdlab.data.tensors import TensorLoader, prepare_inputs
 from kdlab.data.text import save_vocab
 from kdlab.distiller import Distiller
 from kdlab.errors import RunInterrupted, TrainingError
@@ -95,6 +96,7 @@ def run_lab(
             vocab_size=data.meta.get("vocab_size"),
         )
         load_weights(probe, cfg.teacher.checkpoint, what=f"teacher '{cfg.teacher.model}'")
+    _check_distill(cfg, data)
     if resume is None:
         run_dir = create_run_dir(out if out is not None else cfg.out, cfg.name)
         write_config(run_dir, cfg.model_dump(mode="json"))
@@ -258,15 +260,7 @@ def _run_arms(
         student = copy.deepcopy(initial)
         distiller = None
         if arm == "distilled":
-            distiller = Distiller(
-                teacher=teacher,
-                student=student,
-                alpha=cfg.distill.alpha,
-                temperature=cfg.distill.temperature,
-                t_squared=cfg.distill.t_squared,
-                method=cfg.distill.method,
-                **cfg.distill.method_options(),
-            )
+            distiller = make_distiller(cfg, teacher, student)
         history = train(arm, student, student_seed, cfg.student.epochs, distiller)
         extra: dict[str, Any] = {"model": cfg.student.model}
         if distiller is not None and distiller.save_projectors(run_dir / PROJECTORS_FILE) is not None:
@@ -284,3 +278,35 @@ def _run_arms(
     from kdlab.report.plots import plot_accuracy
 
     plot_accuracy(run_dir, history_rows)
+
+
+def make_distiller(
+    cfg: ExperimentConfig, teacher: nn.Module, student: nn.Module, example_input: torch.Tensor | None = None
+) -> Distiller:
+    """The distilled arm's :class:`Distiller`, with every ``distill.*`` option of ``cfg``."""
+    return Distiller(
+        teacher=teacher,
+        student=student,
+        alpha=cfg.distill.alpha,
+        temperature=cfg.distill.temperature,
+        t_squared=cfg.distill.t_squared,
+        method=cfg.distill.method,
+        example_input=example_input,
+        **cfg.distill.method_options(),
+    )
+
+
+def _check_distill(cfg: ExperimentConfig, data: DataBundle) -> None:
+    """Fail fast on ``distill.*`` mistakes (method, options, layer names, feature shapes): build the
+    distiller on untrained models and run one dry batch, before anything is trained or written."""
+    shape: dict[str, Any] = dict(
+        num_classes=data.num_classes, input_shape=data.input_shape, vocab_size=data.meta.get("vocab_size")
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # untrained models: the size warning would be noise here
+        make_distiller(
+            cfg,
+            create_model(cfg.teacher.model, **shape),
+            create_model(cfg.student.model, **shape),
+            prepare_inputs(data.train.x[:2]),
+        )
