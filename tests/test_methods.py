@@ -225,3 +225,15 @@ def test_cli_bad_layer_name_exits_2_with_one_line(tmp_path, monkeypatch, capsys)
     assert _cli(argv, monkeypatch) == 2
     err = capsys.readouterr().err
     assert "teacher has no module 'features.99'" in err and "Traceback" not in err
+    # checked on a dry batch before the teacher was trained: no weights were written
+    assert not list(tmp_path.glob("*/*.safetensors"))
+
+
+def test_config_options_are_exactly_the_method_options() -> None:
+    from kdlab.config.schema import DistillConfig
+    from kdlab.objective import METHOD_OPTIONS
+
+    options = DistillConfig().method_options()
+    assert set(options) | {"temperature", "t_squared"} == METHOD_OPTIONS | {"warmup_epochs"}
+    obj = Objective.from_method("dkd", alpha=0.1, temperature=4.0, **{**options, "warmup_epochs": 3})
+    assert obj.warmup_epochs == 3 and obj.name == "dkd"
