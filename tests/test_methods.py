@@ -225,8 +225,33 @@ def test_cli_bad_layer_name_exits_2_with_one_line(tmp_path, monkeypatch, capsys)
     assert _cli(argv, monkeypatch) == 2
     err = capsys.readouterr().err
     assert "teacher has no module 'features.99'" in err and "Traceback" not in err
-    # checked on a dry batch before the teacher was trained: no weights were written
-    assert not list(tmp_path.glob("*/*.safetensors"))
+    # checked on a dry batch before anything was trained or written: no run folder at all
+    assert not list(tmp_path.iterdir())
+
+
+def test_fitnet_arm_interrupted_and_resumed_equals_uninterrupted(tmp_path) -> None:
+    from kdlab import load_experiment, run_lab
+    from kdlab.errors import RunInterrupted
+
+    overrides = [
+        "device=cpu",
+        "data.train_limit=128",
+        "teacher.model=mlp-teacher",
+        "teacher.epochs=1",
+        "student.epochs=2",
+        "distill.method=fitnet",
+        "distill.alpha=0.5",
+        "distill.feature_pairs={net.2: net.2}",
+    ]
+    cfg = load_experiment("digits", overrides)
+    whole = run_lab(cfg, out=tmp_path / "whole")
+    parent = tmp_path / "cut"
+    with pytest.raises(RunInterrupted):  # stop right after the distilled arm's first epoch
+        run_lab(cfg, out=parent, stop=lambda: any(parent.glob("*/checkpoints/distilled/latest.json")))
+    (cut,) = parent.iterdir()
+    run_lab(cfg, resume=cut)
+    for name in ("student-distilled.safetensors", "student-distilled.projectors.safetensors"):
+        assert (cut / name).read_bytes() == (whole / name).read_bytes(), name
 
 
 def test_config_options_are_exactly_the_method_options() -> None:

@@ -238,6 +238,14 @@ class Distiller(nn.Module):
         """Trainable parameters of the KD term (feature projectors); empty for logit methods."""
         return [] if self.kd_module is None else [p for p in self.kd_module.parameters() if p.requires_grad]
 
+    def trainable_module(self) -> nn.Module:
+        """Everything the optimizer trains, as one module for optimizers and checkpoints: the
+        student alone, or ``ModuleDict(student=..., kd=<projectors' owner>)`` when the KD term has
+        parameters (known after the dry run: pass ``example_input`` or call :meth:`check_compatible`)."""
+        if self.kd_module is None or not self.kd_parameters():
+            return self.student
+        return nn.ModuleDict({"student": self.student, "kd": self.kd_module})
+
     def _add_kd_params(self, optimizer: torch.optim.Optimizer) -> None:
         held = {id(p) for group in optimizer.param_groups for p in group["params"]}
         missing = [p for p in self.kd_parameters() if id(p) not in held]

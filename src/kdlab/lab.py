@@ -260,8 +260,11 @@ def _run_arms(
         student = copy.deepcopy(initial)
         distiller = None
         if arm == "distilled":
-            distiller = make_distiller(cfg, teacher, student)
-        history = train(arm, student, student_seed, cfg.student.epochs, distiller)
+            # The dry batch builds a feature method's projectors, so that the optimizer and the
+            # arm's checkpoints (resume) hold them together with the student.
+            distiller = make_distiller(cfg, teacher, student, prepare_inputs(splits["train"].x[:2]))
+        trained = distiller.trainable_module() if distiller is not None else student
+        history = train(arm, trained, student_seed, cfg.student.epochs, distiller)
         extra: dict[str, Any] = {"model": cfg.student.model}
         if distiller is not None and distiller.save_projectors(run_dir / PROJECTORS_FILE) is not None:
             extra["projectors"] = PROJECTORS_FILE  # feature-method projectors, saved beside the student
