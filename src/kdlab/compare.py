@@ -1,0 +1,246 @@
+"""Several seeds, several KD methods, one honest comparison.
+
+For every seed ``s`` a sub-folder ``seed-<s>/`` holds one lab run (:class:`kdlab.lab.LabSession`):
+the teacher (trained once per seed, or loaded), the scratch student, and one distilled student
+per method — all students start from the same initial weights and see the same data order, so
+per seed the arms differ only by their objective. ``comparison.json`` then gives, per arm, the
+mean test accuracy with a t-interval across seeds, and per distilled arm the paired difference
+to scratch with its interval and paired t-test p-value (:mod:`kdlab.stats`). The reported epoch of
+each arm is chosen on the validation split only (``train.select``). Schema: ``docs/compare.md``.
+
+A method is a registered ``distill.method`` name, optionally followed by ``:key=value`` settings
+of the ``distill`` section, e.g. ``kd``, ``kd:temperature=8:alpha=0.5``; that whole text names the
+arm. Each (method, seed) cell is recorded atomically in its seed folder's results.json when it
+finishes; resuming a comparison folder skips the cells already recorded.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from kdlab import __version__, stats
+from kdlab.config.load import format_validation_error
+from kdlab.config.schema import DistillConfig, ExperimentConfig
+from kdlab.errors import ConfigError, KdlabError
+from kdlab.io import atomic_write_json, atomic_write_text
+from kdlab.lab import LabSession, ProgressFactory, check_inputs
+from kdlab.loop import resolve_device
+from kdlab.objective import METHODS
+from kdlab.report.collect import BASE_ARMS, EXTRA_METRICS, METRIC, summarize_arms
+from kdlab.runs import create_run_dir, env_info, read_results, write_config, write_results
+
+COMPARISON_FILE = "comparison.json"
+CSV_COLUMNS = ("arm", "seed", METRIC, *EXTRA_METRICS)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One distilled arm: its name as typed (``kd:temperature=8``) and its distill settings."""
+
+    arm: str
+    distill: DistillConfig
+
+
+def parse_methods(methods: str | Sequence[str], base: DistillConfig) -> list[MethodSpec]:
+    """``"kd,kd:temperature=8"`` (or a list of such items) -> one :class:`MethodSpec` per item.
+
+    Settings after ``:`` override ``base`` (the experiment's distill section) for that arm only.
+    Unknown method names and invalid settings raise :class:`ConfigError`.
+    """
+    items = methods.split(",") if isinstance(methods, str) else list(methods)
+    items = [m.strip() for m in items if m.strip()]
+    if not items:
+        raise ConfigError("--methods: give at least one method, e.g. --methods kd (known: " + _known() + ")")
+    specs: list[MethodSpec] = []
+    for item in items:
+        name, *settings = item.split(":")
+        if name not in METHODS:
+            raise ConfigError(f"--methods: {METHODS.unknown_message(name)}")
+        raw = base.model_dump(mode="json") | {"method": name}
+        for setting in settings:
+            key, sep, text = setting.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"--methods {item!r}: expected method:key=value, e.g. kd:temperature=8")
+            raw[key.strip()] = yaml.safe_load(text) if text.strip() else ""
+        try:
+            distill = DistillConfig.model_validate(raw)
+        except ValidationError as e:
+            raise ConfigError(f"--methods {item!r}: distill.{format_validation_error(e)}") from None
+        if item in BASE_ARMS or any(s.arm == item for s in specs):
+            raise ConfigError(f"--methods: '{item}' is given twice or names a base arm; each arm once")
+        specs.append(MethodSpec(item, distill))
+    return specs
+
+
+def resolve_seeds(seeds: int | Sequence[int], first: int = 0) -> list[int]:
+    """``n`` -> ``[first, …, first + n − 1]``; an explicit list is checked (≥ 0, no repeats)."""
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise ConfigError(f"--seeds: must be >= 1 (got {seeds}); 3 or more give confidence intervals")
+        return [first + i for i in range(seeds)]
+    out = [int(s) for s in seeds]
+    if not out or any(s < 0 for s in out) or len(set(out)) != len(out):
+        raise ConfigError(f"seeds: need distinct seeds >= 0 (got {out})")
+    return out
+
+
+def run_comparison(
+    cfg: ExperimentConfig,
+    methods: str | Sequence[str],
+    seeds: int | Sequence[int],
+    *,
+    out: Path | None = None,
+    resume: Path | None = None,
+    teacher_checkpoint: Path | None = None,
+    progress: ProgressFactory | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """Run (or resume) a multi-seed, multi-method comparison; returns its folder.
+
+    Args:
+        cfg: the experiment; its ``seed`` is the first seed when ``seeds`` is a count.
+        methods: ``"kd,dkd"`` or a list of method specs (see :func:`parse_methods`).
+        seeds: how many seeds, or the seeds themselves.
+        out: parent folder of the new comparison folder (default ``cfg.out``); when ``out`` is
+            itself a comparison folder it is resumed.
+        resume: a comparison folder to continue: finished (method, seed) cells are skipped, the
+            unfinished ones of the methods and seeds it was started with are trained, and
+            ``methods``/``seeds`` not in it yet are added. Its config must equal ``cfg``.
+        teacher_checkpoint: load the teacher of every seed from this file instead of training it.
+    """
+    say = log or (lambda _msg: None)
+    if teacher_checkpoint is not None:
+        cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"checkpoint": teacher_checkpoint})})
+    specs = parse_methods(methods, cfg.distill)
+    seed_list = resolve_seeds(seeds, cfg.seed)
+    if resume is None and out is not None and (Path(out) / COMPARISON_FILE).is_file():
+        resume = Path(out)
+    if resume is not None:
+        comp_dir = Path(resume)
+        _check_resumable(comp_dir, cfg)
+        say(f"resuming {comp_dir}")
+    else:
+        check_inputs(cfg)  # data, model names, teacher checkpoint: a bad input leaves no folder behind
+        comp_dir = create_run_dir(out if out is not None else cfg.out, f"{cfg.name}-compare")
+        write_config(comp_dir, cfg.model_dump(mode="json"))
+        atomic_write_json(comp_dir / "env.json", env_info(resolve_device(cfg.device), cfg.seed))
+    previous = _read_comparison(comp_dir) if resume is not None else {}
+    # A resumed comparison finishes every arm and seed it was started with, plus the new ones.
+    stored = [MethodSpec(a, DistillConfig.model_validate(m)) for a, m in previous.get("methods", {}).items()]
+    specs = [*(s for s in stored if s.arm not in {n.arm for n in specs}), *specs]
+    arms = {s.arm: s.distill.model_dump(mode="json") for s in specs}
+    all_seeds = list(dict.fromkeys([*previous.get("seeds", []), *seed_list]))
+    write_comparison(comp_dir, cfg, arms, all_seeds, status="running")
+
+    for seed in all_seeds:
+        seed_dir = comp_dir / f"seed-{seed}"
+        seed_dir.mkdir(exist_ok=True)
+        say(f"seed {seed}: {seed_dir}")
+        seed_cfg = cfg.model_copy(update={"seed": seed})
+        session = LabSession(seed_cfg, seed_dir, progress=progress, log=log, resume=True)
+        session.results.setdefault("methods", {}).update({s.arm: s.distill.model_dump(mode="json") for s in specs})
+        session.results["status"] = "running"
+        session.run({s.arm: s.distill for s in specs})
+        session.results["status"] = "complete"
+        write_results(seed_dir, session.results)
+        write_comparison(comp_dir, cfg, arms, all_seeds, status="running")
+    write_comparison(comp_dir, cfg, arms, all_seeds, status="complete")
+    return comp_dir
+
+
+def _known() -> str:
+    return ", ".join(METHODS.names())
+
+
+def _read_comparison(comp_dir: Path) -> dict[str, Any]:
+    path = comp_dir / COMPARISON_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise KdlabError(f"{path}: unreadable ({e})") from None
+    if not isinstance(data, dict) or data.get("kind") != "comparison":
+        raise KdlabError(f"{path}: not a kdlab comparison file")
+    return data
+
+
+def _check_resumable(comp_dir: Path, cfg: ExperimentConfig) -> None:
+    if not (comp_dir / COMPARISON_FILE).is_file():
+        raise KdlabError(f"--resume {comp_dir}: not a comparison folder (no {COMPARISON_FILE}); give one to resume")
+    try:
+        stored = yaml.safe_load((comp_dir / "config.resolved.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise KdlabError(f"--resume {comp_dir}: config.resolved.yaml unreadable ({e})") from None
+    current = cfg.model_dump(mode="json")
+    diff = _first_difference(stored, current, ignore={"seed", "out"})
+    if diff is not None:
+        raise KdlabError(
+            f"--resume {comp_dir}: the experiment differs from the one this comparison was started with "
+            f"at '{diff}'; resume with the same experiment and --set options, or start a new comparison"
+        )
+
+
+def _first_difference(a: Any, b: Any, *, ignore: set[str], prefix: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if not prefix and key in ignore:
+                continue
+            found = _first_difference(a.get(key), b.get(key), ignore=ignore, prefix=f"{prefix}{key}.")
+            if found is not None:
+                return found
+        return None
+    return None if a == b else prefix.rstrip(".")
+
+
+def write_comparison(
+    comp_dir: Path, cfg: ExperimentConfig, methods: dict[str, Any], seeds: Sequence[int], *, status: str
+) -> dict[str, Any]:
+    """Aggregate the seed folders into ``comparison.json`` and ``comparison.csv`` (atomically)."""
+    per_seed: dict[int, dict[str, Any]] = {}
+    for seed in seeds:
+        seed_dir = comp_dir / f"seed-{seed}"
+        if (seed_dir / "results.json").is_file():
+            per_seed[seed] = read_results(seed_dir)
+    arm_names = [*BASE_ARMS, *methods]
+    first = next(iter(per_seed.values()), {})
+    comparison: dict[str, Any] = {
+        "schema_version": 1,
+        "kind": "comparison",
+        "kdlab_version": __version__,
+        "name": cfg.name,
+        "status": status,
+        "metric": METRIC,
+        "confidence": stats.CONFIDENCE,
+        "selection": cfg.train.select,
+        "seeds": list(seeds),
+        "methods": methods,
+        "data": first.get("data"),
+        "arms": summarize_arms(per_seed, arm_names),
+        "seed_folders": {str(s): f"seed-{s}" for s in per_seed},
+    }
+    atomic_write_json(comp_dir / COMPARISON_FILE, comparison)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for seed, res in per_seed.items():
+        for arm in arm_names:
+            if arm in res.get("arms", {}):
+                writer.writerow({"arm": arm, "seed": seed, **res["arms"][arm]})
+    atomic_write_text(comp_dir / "comparison.csv", buf.getvalue())
+    return comparison
+
+
+def read_comparison(comp_dir: Path) -> dict[str, Any]:
+    """Read a comparison folder's ``comparison.json`` (one-line errors for a wrong path)."""
+    comp_dir = Path(comp_dir)
+    if not (comp_dir / COMPARISON_FILE).is_file():
+        raise KdlabError(f"{comp_dir}: has no {COMPARISON_FILE} (not a comparison folder)")
+    return _read_comparison(comp_dir)

@@ -1,0 +1,50 @@
+"""The terminal table of a comparison (rich), built from comparison.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from kdlab.report.render import interval, p_value, pct, points
+
+
+def comparison_table(comp: dict[str, Any]) -> Table:
+    """Arm, seeds, mean test accuracy ± 95% half-interval, interval, paired Δ vs scratch [CI], p."""
+    data = comp.get("data") or {}
+    table = Table(
+        title=f"{comp.get('name', 'comparison')} — {data.get('name', '?')}, seeds {comp.get('seeds')}",
+        title_justify="left",
+        caption="acc: test accuracy %, mean ± half of the 95% t-interval; Δ: paired difference to scratch, "
+        "points [95% CI]; p: paired t-test",
+        caption_justify="left",
+    )
+    for col in ("arm", "n", "test acc", "95% CI", "Δ vs scratch", "Δ 95% CI", "p"):
+        table.add_column(col, justify="left" if col == "arm" else "right", no_wrap=True)
+    for arm, s in comp.get("arms", {}).items():
+        mean = s.get("mean")
+        acc = pct(mean)
+        if mean is not None and s.get("ci95_high") is not None:
+            acc += f" ± {100 * (s['ci95_high'] - mean):.2f}"
+        d = s.get("diff_vs_scratch") or {}
+        table.add_row(
+            arm,
+            str(s.get("n", 0)),
+            acc,
+            interval(s.get("ci95_low"), s.get("ci95_high")),
+            points(d.get("mean")) if d else "",
+            interval(d.get("ci95_low"), d.get("ci95_high"), signed=True) if d else "",
+            p_value(d.get("p_value")) if d else "",
+        )
+    return table
+
+
+def print_comparison(comp: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(comparison_table(comp))
+    if comp.get("status") != "complete":
+        console.print(f"[yellow]comparison status: {comp.get('status')}[/yellow]")
+    notes = {s.get("note") for s in comp.get("arms", {}).values() if s.get("note")}
+    for note in sorted(notes):
+        console.print(f"[dim]{note}[/dim]")

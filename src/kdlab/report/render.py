@@ -1,0 +1,130 @@
+"""``report.html``: one self-contained page per run or comparison folder.
+
+Rendered with jinja2 from ``templates/report.html.j2`` (autoescaped); figures are embedded as
+base64 PNG data URIs and styles are inline, so the page needs no network and no other file. The
+same figures are saved under ``plots/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+from kdlab import __version__
+from kdlab.io import atomic_write_text
+from kdlab.report.collect import ReportData, load_report_data
+from kdlab.report.figures import FIGURES
+from kdlab.report.table import human_bytes
+
+REPORT_FILE = "report.html"
+
+
+def pct(x: float | None) -> str:
+    """A fraction as a percentage with two decimals (``0.9167`` -> ``91.67``); None -> ``—``."""
+    return "—" if x is None else f"{100 * x:.2f}"
+
+
+def points(x: float | None) -> str:
+    """A difference of fractions in signed percentage points (``0.0123`` -> ``+1.23``)."""
+    return "—" if x is None else f"{100 * x:+.2f}"
+
+
+def interval(low: float | None, high: float | None, *, signed: bool = False) -> str:
+    """``[low, high]`` in percent (or signed points); ``—`` when there is no interval."""
+    if low is None or high is None:
+        return "—"
+    f = points if signed else pct
+    return f"[{f(low)}, {f(high)}]"
+
+
+def p_value(p: float | None) -> str:
+    """Three significant digits, or ``—``."""
+    return "—" if p is None else f"{p:.3g}"
+
+
+def number(x: float | None, fmt: str = ".3g") -> str:
+    return "—" if x is None else format(x, fmt)
+
+
+def summary_rows(data: ReportData) -> list[dict[str, Any]]:
+    """The summary table's rows, formatted (the same strings the browser test reads back)."""
+    rows = []
+    for arm, s in data.arms.items():
+        m = s.get("metrics", {})
+        d = s.get("diff_vs_scratch") or {}
+
+        def mean(key: str, m: dict[str, Any] = m) -> float | None:
+            return m.get(key, {}).get("mean")
+
+        size = mean("size_bytes")
+        params = mean("params")
+        rows.append(
+            {
+                "arm": arm,
+                "model": s.get("model") or "",
+                "n": s.get("n", 0),
+                "mean": pct(s.get("mean")),
+                "ci": interval(s.get("ci95_low"), s.get("ci95_high")),
+                "diff": points(d.get("mean")) if d else "",
+                "diff_ci": interval(d.get("ci95_low"), d.get("ci95_high"), signed=True) if d else "",
+                "p": p_value(d.get("p_value")) if d else "",
+                "params": "—" if params is None else f"{int(params):,}",
+                "size": "—" if size is None else human_bytes(size),
+                "lat1": number(mean("latency_ms_per_sample")),
+                "lat32": number(mean("latency_ms_per_batch32")),
+                "ece": number(mean("ece"), ".4f"),
+                "agree": pct(mean("teacher_agreement")),
+                "kl": number(mean("kl_to_teacher"), ".4f"),
+            }
+        )
+    return rows
+
+
+def seed_rows(data: ReportData) -> list[dict[str, Any]]:
+    """Per arm the test accuracy of each seed (percent)."""
+    return [
+        {
+            "arm": arm,
+            "values": [
+                pct(res["arms"][arm]["test_accuracy"]) if arm in res["arms"] else "—" for res in data.seeds.values()
+            ],
+        }
+        for arm in data.arms
+    ]
+
+
+def render_report(data: ReportData) -> str:
+    """The HTML text of the report (figures drawn and saved under ``plots/`` on the way)."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(loader=PackageLoader("kdlab.report", "templates"), autoescape=select_autoescape())
+    figures = []
+    for title, draw in FIGURES:
+        png = draw(data)
+        if png is not None:
+            figures.append({"title": title, "src": "data:image/png;base64," + base64.b64encode(png).decode("ascii")})
+    notes = sorted({s["note"] for s in data.arms.values() if s.get("note")})
+    return env.get_template("report.html.j2").render(
+        data=data,
+        rows=summary_rows(data),
+        seed_rows=seed_rows(data),
+        seeds=list(data.seeds),
+        figures=figures,
+        notes=notes,
+        env_text=json.dumps(data.env, indent=2),
+        version=__version__,
+    )
+
+
+def write_report(folder: Path) -> Path:
+    """Write ``report.html`` (and ``plots/*.png``) for a run or comparison folder; returns its path.
+
+    Raises:
+        KdlabError: the folder holds neither results.json nor comparison.json.
+    """
+    data = load_report_data(Path(folder))
+    path = Path(folder) / REPORT_FILE
+    atomic_write_text(path, render_report(data))
+    return path
