@@ -32,11 +32,11 @@ from kdlab.config.load import format_validation_error
 from kdlab.config.schema import DistillConfig, ExperimentConfig
 from kdlab.errors import ConfigError, KdlabError
 from kdlab.io import atomic_write_json, atomic_write_text
-from kdlab.lab import LabSession, ProgressFactory, check_inputs
+from kdlab.lab import ProgressFactory, check_inputs, run_lab
 from kdlab.loop import resolve_device
 from kdlab.objective import METHODS
 from kdlab.report.collect import BASE_ARMS, EXTRA_METRICS, METRIC, summarize_arms
-from kdlab.runs import create_run_dir, env_info, read_results, write_config, write_results
+from kdlab.runs import create_run_dir, env_info, read_results, write_config
 
 COMPARISON_FILE = "comparison.json"
 CSV_COLUMNS = ("arm", "seed", METRIC, *EXTRA_METRICS)
@@ -103,6 +103,7 @@ def run_comparison(
     teacher_checkpoint: Path | None = None,
     progress: ProgressFactory | None = None,
     log: Callable[[str], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> Path:
     """Run (or resume) a multi-seed, multi-method comparison; returns its folder.
 
@@ -116,6 +117,8 @@ def run_comparison(
             unfinished ones of the methods and seeds it was started with are trained, and
             ``methods``/``seeds`` not in it yet are added. Its config must equal ``cfg``.
         teacher_checkpoint: load the teacher of every seed from this file instead of training it.
+        progress, log, stop: as for :func:`kdlab.lab.run_lab` (an interrupted cell continues from
+            its last complete epoch on resume).
     """
     say = log or (lambda _msg: None)
     if teacher_checkpoint is not None:
@@ -146,12 +149,16 @@ def run_comparison(
         seed_dir.mkdir(exist_ok=True)
         say(f"seed {seed}: {seed_dir}")
         seed_cfg = cfg.model_copy(update={"seed": seed})
-        session = LabSession(seed_cfg, seed_dir, progress=progress, log=log, resume=True)
-        session.results.setdefault("methods", {}).update({s.arm: s.distill.model_dump(mode="json") for s in specs})
-        session.results["status"] = "running"
-        session.run({s.arm: s.distill for s in specs})
-        session.results["status"] = "complete"
-        write_results(seed_dir, session.results)
+        started = (seed_dir / "config.resolved.yaml").is_file()
+        run_lab(
+            seed_cfg,
+            run_dir=None if started else seed_dir,
+            resume=seed_dir if started else None,
+            arms={s.arm: s.distill for s in specs},
+            progress=progress,
+            log=log,
+            stop=stop,
+        )
         write_comparison(comp_dir, cfg, arms, all_seeds, status="running")
     write_comparison(comp_dir, cfg, arms, all_seeds, status="complete")
     return comp_dir

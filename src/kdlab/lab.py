@@ -16,18 +16,19 @@ failure in a later arm never loses a finished one):
 from __future__ import annotations
 
 import copy
+import re
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from kdlab import __version__, losses
+from kdlab import __version__, losses, metrics
 from kdlab.checkpoint import ArmCheckpoint, FitState
-from kdlab.config.schema import ExperimentConfig
+from kdlab.config.schema import DistillConfig, ExperimentConfig
 from kdlab.data.bundle import DataBundle, build_data
 from kdlab.data.tensors import TensorLoader, prepare_inputs
 from kdlab.data.text import save_vocab
@@ -41,11 +42,19 @@ from kdlab.reproduce import deterministic_mode, repro_info
 from kdlab.runs import create_run_dir, env_info, write_config, write_history, write_results
 
 ARMS = ("teacher", "scratch", "distilled")
-WEIGHT_FILES = {
-    "teacher": "teacher.safetensors",
-    "scratch": "student-scratch.safetensors",
-    "distilled": "student-distilled.safetensors",
-}
+
+
+class _WeightFiles(dict[str, str]):
+    """Arm -> weights file name: the three lab arms' fixed names, ``student-<arm>`` for any other
+    arm (one per method in a comparison's seed folder)."""
+
+    def __missing__(self, arm: str) -> str:
+        return "student-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", arm) + ".safetensors"
+
+
+WEIGHT_FILES = _WeightFiles(
+    teacher="teacher.safetensors", scratch="student-scratch.safetensors", distilled="student-distilled.safetensors"
+)
 PROJECTORS_FILE = "student-distilled.projectors.safetensors"
 
 ProgressFactory = Callable[[str], Progress | None]
@@ -59,6 +68,8 @@ def run_lab(
     log: Callable[[str], None] | None = None,
     resume: Path | None = None,
     stop: Callable[[], bool] | None = None,
+    run_dir: Path | None = None,
+    arms: Mapping[str, DistillConfig] | None = None,
 ) -> Path:
     """Run the three-arm lab described by ``cfg``; returns the run folder.
 
@@ -72,14 +83,48 @@ def run_lab(
             complete epoch.
         stop: asked at every step boundary; True stops training with
             :class:`~kdlab.errors.RunInterrupted` (results.json then says "interrupted").
+        run_dir: write into this new folder instead of a new one under ``out``.
+        arms: distilled arms to train, arm name -> distill settings, instead of the one
+            ``distilled`` arm of ``cfg.distill`` (a comparison's seed folder: one per method).
 
     Raises:
         RunInterrupted: ``stop`` answered True (or KeyboardInterrupt arrived); resume later.
         TrainingError: a non-finite loss stopped an arm (results.json says "failed").
     """
     device = resolve_device(cfg.device)
-    # Everything a user can get wrong (data path, model names, teacher checkpoint) is checked
-    # before the run folder exists, so a bad input leaves nothing behind.
+    data = check_inputs(cfg, arms)
+    if resume is None:
+        run_dir = (
+            Path(run_dir) if run_dir is not None else create_run_dir(out if out is not None else cfg.out, cfg.name)
+        )
+        write_config(run_dir, cfg.model_dump(mode="json"))
+    else:
+        run_dir = Path(resume)
+    with RunLock(run_dir), deterministic_mode(cfg.deterministic):
+        if resume is None:
+            atomic_write_json(run_dir / "env.json", {**env_info(device, cfg.seed), **repro_info(cfg.deterministic)})
+        else:
+            note_resume(run_dir, sys.argv)
+        try:
+            _run_arms(cfg, data, run_dir, device, progress, log, resume is not None, stop, arms)
+        except (RunInterrupted, KeyboardInterrupt) as e:
+            mark_status(run_dir, "interrupted", resume=resume_command(run_dir), signal=getattr(stop, "signum", None))
+            if isinstance(e, RunInterrupted):
+                e.run_dir = run_dir
+            raise
+        except TrainingError as e:
+            mark_status(run_dir, "failed", error=str(e))
+            raise
+    return run_dir
+
+
+def check_inputs(cfg: ExperimentConfig, arms: Mapping[str, DistillConfig] | None = None) -> DataBundle:
+    """Load the data and check model names, teacher checkpoint and the distill settings of every
+    distilled arm (default: ``cfg.distill``) against it; returns the data.
+
+    Everything a user can get wrong is checked before a run folder exists, so a bad input leaves
+    nothing behind.
+    """
     data = build_data(cfg.data, cfg.seed)
     for model_name in (cfg.teacher.model, cfg.student.model):
         create_model(
@@ -96,28 +141,9 @@ def run_lab(
             vocab_size=data.meta.get("vocab_size"),
         )
         load_weights(probe, cfg.teacher.checkpoint, what=f"teacher '{cfg.teacher.model}'")
-    _check_distill(cfg, data)
-    if resume is None:
-        run_dir = create_run_dir(out if out is not None else cfg.out, cfg.name)
-        write_config(run_dir, cfg.model_dump(mode="json"))
-    else:
-        run_dir = Path(resume)
-    with RunLock(run_dir), deterministic_mode(cfg.deterministic):
-        if resume is None:
-            atomic_write_json(run_dir / "env.json", {**env_info(device, cfg.seed), **repro_info(cfg.deterministic)})
-        else:
-            note_resume(run_dir, sys.argv)
-        try:
-            _run_arms(cfg, data, run_dir, device, progress, log, resume is not None, stop)
-        except (RunInterrupted, KeyboardInterrupt) as e:
-            mark_status(run_dir, "interrupted", resume=resume_command(run_dir), signal=getattr(stop, "signum", None))
-            if isinstance(e, RunInterrupted):
-                e.run_dir = run_dir
-            raise
-        except TrainingError as e:
-            mark_status(run_dir, "failed", error=str(e))
-            raise
-    return run_dir
+    for distill in (arms or {"distilled": cfg.distill}).values():
+        _check_distill(cfg.model_copy(update={"distill": distill}), data)
+    return data
 
 
 def _run_arms(
@@ -129,8 +155,10 @@ def _run_arms(
     log: Callable[[str], None] | None,
     resuming: bool,
     stop: Callable[[], bool] | None,
+    distilled: Mapping[str, DistillConfig] | None = None,
 ) -> None:
     say = log or (lambda _msg: None)
+    students = {"distilled": cfg.distill} if distilled is None else dict(distilled)
     say(f"data {data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
     if "vocab" in data.meta:  # text runs: the vocabulary travels with the weights (kdlab predict)
         save_vocab(run_dir, data.meta["vocab"])
@@ -147,6 +175,8 @@ def _run_arms(
         "arms": {},
     }
     results = continue_results(run_dir, fresh, WEIGHT_FILES) if resuming else fresh
+    if distilled is not None:
+        results["methods"] = {arm: dc.model_dump(mode="json") for arm, dc in students.items()}
     done = set(results["arms"])
     write_results(run_dir, results)
     history_rows: list[dict[str, Any]] = read_history_rows(run_dir, done) if resuming else []
@@ -164,12 +194,12 @@ def _run_arms(
         model: nn.Module,
         history: History | None,
         extra: dict[str, Any],
-        teacher_pred: torch.Tensor | None = None,
+        teacher_logits: torch.Tensor | None = None,
     ) -> torch.Tensor:
         size = save_weights(model, run_dir / WEIGHT_FILES[arm], {"arm": arm, "kdlab": __version__})
         logits, y = predict(model, test_loader)
-        if teacher_pred is not None:
-            extra["teacher_agreement"] = float((logits.argmax(-1) == teacher_pred).float().mean())
+        extra.update(metrics.prediction_metrics(logits, y, num_classes=data.num_classes, teacher_logits=teacher_logits))
+        extra.update(metrics.inference_latency(model, prepare_inputs(splits["test"].x[:32])))
         steps = sum(r["steps"] for r in history) if history else 0
         seconds = sum(r["seconds"] for r in history) if history else 0.0
         results["arms"][arm] = {
@@ -236,7 +266,7 @@ def _run_arms(
     if "teacher" in done:  # resuming: the finished teacher's weights are in the run folder
         load_weights(teacher, run_dir / WEIGHT_FILES["teacher"], what=f"teacher '{cfg.teacher.model}'")
         teacher.eval()
-        t_pred = predict(teacher, test_loader)[0].argmax(-1)
+        t_logits = predict(teacher, test_loader)[0]
     elif cfg.teacher.checkpoint is not None:
         load_weights(teacher, cfg.teacher.checkpoint, what=f"teacher '{cfg.teacher.model}'")
         say(f"teacher: loaded {cfg.teacher.checkpoint}")
@@ -248,34 +278,41 @@ def _run_arms(
     if "teacher" not in done:
         teacher.eval()
         t_logits = record("teacher", teacher, t_history, {"model": cfg.teacher.model, "source": source})
-        t_pred = t_logits.argmax(-1)
 
     # 2. scratch and 3. distilled: the same initial weights and data order, so the difference
     # between the two is the teacher's doing and nothing else.
     student_seed = cfg.seed + 1
     initial = make(cfg.student.model, student_seed).to(device)
-    for arm in ("scratch", "distilled"):
+    for arm, dc in (("scratch", None), *students.items()):
         if arm in done:
             continue
         student = copy.deepcopy(initial)
         distiller = None
-        if arm == "distilled":
+        if dc is not None:
             # The dry batch builds a feature method's projectors, so that the optimizer and the
             # arm's checkpoints (resume) hold them together with the student.
-            distiller = make_distiller(cfg, teacher, student, prepare_inputs(splits["train"].x[:2]))
+            distiller = make_distiller(cfg, teacher, student, prepare_inputs(splits["train"].x[:2]), distill=dc)
         trained = distiller.trainable_module() if distiller is not None else student
         history = train(arm, trained, student_seed, cfg.student.epochs, distiller)
         extra: dict[str, Any] = {"model": cfg.student.model}
-        if distiller is not None and distiller.save_projectors(run_dir / PROJECTORS_FILE) is not None:
-            extra["projectors"] = PROJECTORS_FILE  # feature-method projectors, saved beside the student
-        record(arm, student, history, extra, teacher_pred=t_pred)
+        projectors = (
+            PROJECTORS_FILE
+            if arm == "distilled"
+            else WEIGHT_FILES[arm].replace(".safetensors", ".projectors.safetensors")
+        )
+        if distiller is not None and distiller.save_projectors(run_dir / projectors) is not None:
+            extra["projectors"] = projectors  # feature-method projectors, saved beside the student
+        record(arm, student, history, extra, teacher_logits=t_logits)
 
     arms = results["arms"]
-    results["comparison"] = {
-        "distilled_minus_scratch_points": 100 * (arms["distilled"]["test_accuracy"] - arms["scratch"]["test_accuracy"]),
-        "teacher_minus_distilled_points": 100 * (arms["teacher"]["test_accuracy"] - arms["distilled"]["test_accuracy"]),
-        "note": "one seed: a gap of 1-3 points is within seed-to-seed noise; use several seeds to conclude",
-    }
+    if distilled is None:
+        results["comparison"] = {
+            "distilled_minus_scratch_points": 100
+            * (arms["distilled"]["test_accuracy"] - arms["scratch"]["test_accuracy"]),
+            "teacher_minus_distilled_points": 100
+            * (arms["teacher"]["test_accuracy"] - arms["distilled"]["test_accuracy"]),
+            "note": "one seed: a gap of 1-3 points is within seed-to-seed noise; use several seeds to conclude",
+        }
     results["status"] = "complete"
     write_results(run_dir, results)
     from kdlab.report.plots import plot_accuracy
@@ -284,18 +321,24 @@ def _run_arms(
 
 
 def make_distiller(
-    cfg: ExperimentConfig, teacher: nn.Module, student: nn.Module, example_input: torch.Tensor | None = None
+    cfg: ExperimentConfig,
+    teacher: nn.Module,
+    student: nn.Module,
+    example_input: torch.Tensor | None = None,
+    *,
+    distill: DistillConfig | None = None,
 ) -> Distiller:
-    """The distilled arm's :class:`Distiller`, with every ``distill.*`` option of ``cfg``."""
+    """The distilled arm's :class:`Distiller`, with every option of ``distill`` (default ``cfg.distill``)."""
+    dc = distill if distill is not None else cfg.distill
     return Distiller(
         teacher=teacher,
         student=student,
-        alpha=cfg.distill.alpha,
-        temperature=cfg.distill.temperature,
-        t_squared=cfg.distill.t_squared,
-        method=cfg.distill.method,
+        alpha=dc.alpha,
+        temperature=dc.temperature,
+        t_squared=dc.t_squared,
+        method=dc.method,
         example_input=example_input,
-        **cfg.distill.method_options(),
+        **dc.method_options(),
     )
 
 

@@ -13,7 +13,8 @@ import numpy as np
 
 from kdlab import stats
 from kdlab.errors import KdlabError
-from kdlab.runs import read_history, read_results
+from kdlab.recovery import read_history_rows
+from kdlab.runs import read_results
 
 METRIC = "test_accuracy"
 BASE_ARMS = ("teacher", "scratch")
@@ -106,7 +107,7 @@ def load_report_data(folder: Path) -> ReportData:
             seed_dir = folder / f"seed-{s}"
             if (seed_dir / "results.json").is_file():
                 seeds[int(s)] = read_results(seed_dir)
-                history[int(s)] = read_history(seed_dir)
+                history[int(s)] = read_history_rows(seed_dir, set(seeds[int(s)]["arms"]))
         data = comp.get("data") or {}
         title = f"{comp.get('name', 'comparison')} — {data.get('name', '?')}, {len(seeds)} seed(s)"
         return ReportData(
@@ -132,7 +133,7 @@ def load_report_data(folder: Path) -> ReportData:
         title=f"{res.get('name', 'run')} — {data.get('name', '?')}, seed {seed}",
         arms=summarize_arms({seed: res}, list(res.get("arms", {}))),
         seeds={seed: res},
-        history={seed: read_history(folder)},
+        history={seed: read_history_rows(folder, set(res["arms"]))},
         classes=list(data.get("classes", [])),
         config_text=_read_text(folder / "config.resolved.yaml"),
         env=_read_json(folder / "env.json"),

@@ -33,12 +33,14 @@ def results_table(results: dict[str, Any]) -> Table:
         table.add_column(col, justify="left" if col == "arm" else "right", no_wrap=True)
     arms = results.get("arms", {})
     scratch = arms.get("scratch", {}).get("test_accuracy")
-    for arm, label in ARM_LABELS.items():
+    # The lab's three arms first, then any others (one per method in a comparison's seed folder).
+    for arm in [*ARM_LABELS, *(a for a in arms if a not in ARM_LABELS)]:
         a = arms.get(arm)
         if a is None:
             continue
+        label = ARM_LABELS.get(arm, arm)
         gain = ""
-        if arm == "distilled" and scratch is not None:
+        if arm not in ("teacher", "scratch") and scratch is not None:
             gain = f"{100 * (a['test_accuracy'] - scratch):+.2f}"
         agree = a.get("teacher_agreement")
         ms = a.get("ms_per_step")
