@@ -6,6 +6,7 @@ mistakes (:class:`~kdlab.errors.KdlabError`) print one line and exit with status
 
 from __future__ import annotations
 
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -71,6 +72,7 @@ def run(
             err_console.print(f"interrupted; resume with: {resume_command(folder)}", markup=False, highlight=False)
             raise typer.Exit(SIGNAL_EXIT.get(stop.signum or signal.SIGINT, 130)) from None
     print_results(read_results(run_dir), console)
+    _write_report_safely(run_dir)
     console.print(f"run folder: {run_dir}")
 
 
@@ -116,6 +118,98 @@ def models() -> None:
 
     for name in list_models():
         console.print(name)
+
+
+@app.command()
+def compare(
+    experiment: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Argument(help="preset name (`kdlab presets`) or experiment .yaml; default: digits"),
+    ] = None,
+    methods: Annotated[
+        str, typer.Option("--methods", "-m", help="comma-separated distill methods, e.g. kd,dkd or kd:temperature=8")
+    ] = "kd",
+    seeds: Annotated[int, typer.Option("--seeds", "-n", help="number of seeds: the config's seed and the next")] = 3,
+    set_: SetOption = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="parent folder of the comparison folder")] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="continue this comparison folder; finished cells are skipped")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
+) -> None:
+    """Compare scratch and distilled students over several seeds, with 95% intervals and paired tests."""
+    from kdlab.compare import read_comparison, run_comparison
+    from kdlab.config import load_experiment
+    from kdlab.errors import RunInterrupted
+    from kdlab.progress import RichProgress
+    from kdlab.recovery import SIGNAL_EXIT, StopOnSignal
+    from kdlab.report.compare_table import print_comparison
+
+    cfg = load_experiment(experiment, set_ or [])
+    progress = None if quiet else (lambda arm: RichProgress(arm, err_console))
+    log = None if quiet else lambda m: err_console.print(m, markup=False)
+    with StopOnSignal() as stop:
+        try:
+            comp_dir = run_comparison(
+                cfg, methods, seeds, out=out, resume=resume, progress=progress, log=log, stop=stop
+            )
+        except RunInterrupted as e:
+            folder = Path(str(e.run_dir)).parent if e.run_dir is not None else resume
+            again = [
+                "kdlab",
+                "compare",
+                *([experiment] if experiment else []),
+                *(a for v in set_ or [] for a in ("--set", v)),
+            ]
+            err_console.print(
+                f"interrupted; resume with: {shlex.join([*again, '--resume', str(folder)])}", markup=False
+            )
+            raise typer.Exit(SIGNAL_EXIT.get(stop.signum or signal.SIGINT, 130)) from None
+    print_comparison(read_comparison(comp_dir), console)
+    _write_report_safely(comp_dir)
+    console.print(f"comparison folder: {comp_dir}")
+
+
+@app.command()
+def report(
+    folder: Annotated[Path, typer.Argument(help="a run folder (`kdlab run`) or comparison folder (`kdlab compare`)")],
+) -> None:
+    """Write a self-contained report.html (tables, curves, trade-offs, confusion matrices) in FOLDER."""
+    from kdlab.report.render import write_report
+
+    console.print(f"report: {write_report(folder)}")
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder, or a comparison's seed-<s> folder")],
+    format_: Annotated[str, typer.Option("--format", "-f", help="export format: onnx")] = "onnx",
+    arm: Annotated[str, typer.Option("--arm", help="trained network: distilled, scratch, teacher, …")] = "distilled",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="default RUN_DIR/export/ARM.onnx")] = None,
+) -> None:
+    """Export a trained network to ONNX and check onnxruntime's output against PyTorch's."""
+    from kdlab.errors import ConfigError
+    from kdlab.export import FORMATS, PARITY_ATOL, export_onnx
+
+    if format_ not in FORMATS:
+        raise ConfigError(f"--format: unknown export format '{format_}' (known: {', '.join(FORMATS)})")
+    result = export_onnx(run_dir, arm=arm, out=out)
+    diff = f"max |onnx - torch| = {result.max_abs_diff:.2e} <= {PARITY_ATOL:g}"
+    console.print(f"exported {result.arm}: {result.path} ({diff})")
+
+
+def _write_report_safely(folder: Path) -> None:
+    """Write report.html after a run; a failure is reported but never loses the recorded results."""
+    from kdlab.report.render import write_report
+
+    try:
+        write_report(folder)
+    except Exception as e:  # the results are already on disk: say what failed and carry on
+        err_console.print(
+            f"warning: report.html not written ({type(e).__name__}: {e}); retry with `kdlab report {folder}`",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def main() -> None:
