@@ -31,7 +31,8 @@ def _comparable(run: Path) -> tuple[dict, list[bytes]]:
     results = json.loads((run / "results.json").read_text())
     results.pop("run_id")
     for arm in results["arms"].values():
-        arm.pop("train_seconds"), arm.pop("ms_per_step")
+        for key in ("train_seconds", "ms_per_step", "latency_ms_per_sample", "latency_ms_per_batch32"):
+            arm.pop(key)
     return results, [(run / w).read_bytes() for w in WEIGHTS]
 
 

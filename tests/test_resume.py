@@ -17,7 +17,7 @@ from clihelp import run_cli
 
 HERE = Path(__file__).parent
 WEIGHTS = ("teacher.safetensors", "student-scratch.safetensors", "student-distilled.safetensors")
-TIMING_ARM_KEYS = {"train_seconds", "ms_per_step"}
+TIMING_ARM_KEYS = {"train_seconds", "ms_per_step", "latency_ms_per_sample", "latency_ms_per_batch32"}
 TIMING_HISTORY_KEYS = {"seconds", "samples_per_s"}
 TINY = """\
 base: digits
