@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kdlab.data.text import VOCAB_FILE, load_vocab
 from kdlab.errors import ConfigError, KdlabError
 from kdlab.io import load_weights
 from kdlab.models.registry import create_model
@@ -64,11 +65,12 @@ def load_arm(run_dir: Path, arm: str) -> tuple[nn.Module, dict[str, Any]]:
     if arm not in arms:
         raise ConfigError(f"--arm: '{arm}' is not an arm of {run_dir} (arms: {', '.join(arms)})")
     data = results.get("data", {})
+    vocab_path = Path(run_dir) / VOCAB_FILE  # text runs: the vocabulary sizes the embedding
     model = create_model(
         arms[arm]["model"],
         num_classes=len(data["classes"]),
         input_shape=data["input_shape"],
-        vocab_size=data.get("vocab_size"),
+        vocab_size=len(load_vocab(vocab_path)) if vocab_path.is_file() else None,
     )
     load_weights(model, Path(run_dir) / arms[arm]["weights"], what=f"{arm} '{arms[arm]['model']}'")
     return model.eval(), results
@@ -94,14 +96,17 @@ def example_inputs(run_dir: Path, results: dict[str, Any], n: int = 8) -> torch.
 
 
 @contextlib.contextmanager
-def _quiet(logger_name: str) -> Iterator[None]:
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+def _quiet(*names: str) -> Iterator[None]:
+    """Raise the given loggers (and their children without a level of their own) to ERROR."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def export_onnx(run_dir: Path, *, arm: str = "distilled", out: Path | None = None) -> ExportResult:
@@ -127,7 +132,7 @@ def export_onnx(run_dir: Path, *, arm: str = "distilled", out: Path | None = Non
     os.close(fd)
     try:
         # The exporter narrates its steps on stdout and warns about optional torchvision ops.
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet("torch.onnx"):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet("torch.onnx", "onnxscript"):
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 model,
