@@ -134,17 +134,25 @@ def export_onnx(run_dir: Path, *, arm: str = "distilled", out: Path | None = Non
         # The exporter narrates its steps on stdout and warns about optional torchvision ops.
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet("torch.onnx", "onnxscript"):
             warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                (x,),
-                tmp,
-                input_names=["input"],
-                output_names=["logits"],
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
-                dynamo=True,
-                external_data=False,
-                verbose=False,
-            )
+            try:
+                torch.onnx.export(
+                    model,
+                    (x,),
+                    tmp,
+                    input_names=["input"],
+                    output_names=["logits"],
+                    dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                    dynamo=True,
+                    external_data=False,
+                    verbose=False,
+                )
+            except Exception as e:  # an untraceable model: say which, in one line, not a long trace
+                text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()  # drop terminal colour codes
+                first = text.splitlines()[0] if text else ""
+                raise KdlabError(
+                    f"{arm} '{results['arms'][arm]['model']}': ONNX export failed ({type(e).__name__}: {first[:160]}); "
+                    "torch.export cannot trace this model (the lab RNNs' packed sequences, for one)"
+                ) from None
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
