@@ -132,7 +132,8 @@ def run_comparison(
         _check_resumable(comp_dir, cfg)
         say(f"resuming {comp_dir}")
     else:
-        check_inputs(cfg)  # data, model names, teacher checkpoint: a bad input leaves no folder behind
+        # data, model names, teacher checkpoint, each method's settings: a bad input leaves no folder
+        check_inputs(cfg, {s.arm: s.distill for s in specs})
         comp_dir = create_run_dir(out if out is not None else cfg.out, f"{cfg.name}-compare")
         write_config(comp_dir, cfg.model_dump(mode="json"))
         atomic_write_json(comp_dir / "env.json", env_info(resolve_device(cfg.device), cfg.seed))
