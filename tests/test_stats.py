@@ -54,6 +54,9 @@ def test_equal_differences_have_zero_spread_and_no_p_value() -> None:
     d = stats.paired_difference([0.5, 0.6, 0.7], [0.4, 0.5, 0.6])
     assert d["std"] == pytest.approx(0.0, abs=1e-12)
     assert d["p_value"] is None and "zero spread" in d["note"]
+    # equal up to float32 rounding (accuracies are float32 means): still zero spread, no p-value
+    d = stats.paired_difference([0.3, 0.5], [0.4 + 2e-9, 0.6 - 3e-9])
+    assert d["std"] == 0.0 and d["p_value"] is None and d["ci95_low"] == d["ci95_high"] == d["mean"]
     with pytest.raises(ValueError, match="length"):
         stats.paired_difference([1.0], [1.0, 2.0])
 

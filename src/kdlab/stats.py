@@ -13,7 +13,8 @@ With ``n`` values ``x_1..x_n`` (one per seed):
 
 With one value there is no spread to estimate: the interval and p-value are ``None`` and the
 summary's ``note`` says so. When every difference is identical the spread is zero: the interval
-collapses to the mean and the t-test is undefined (``p_value`` None, with a note).
+collapses to the mean and the t-test is undefined (``p_value`` None, with a note); differences
+equal up to float32 rounding (spread ≤ 1e-6 relative) count as identical.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import numpy as np
 from scipy import stats as sps
 
 CONFIDENCE = 0.95
+ROUNDING = 1e-6
+"""Spreads of paired differences below this (relative) are float rounding and count as zero."""
 
 
 def summarize(values: Sequence[float], *, confidence: float = CONFIDENCE) -> dict[str, Any]:
@@ -72,7 +75,11 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, confidence: flo
     out["p_value"] = None
     out["test"] = "two-sided paired t-test (scipy.stats.ttest_rel)"
     if len(d) >= 2:
-        if out["std"] == 0.0:
+        # Accuracies are computed in float32: differences that are equal up to its rounding
+        # (relative 6e-8) must count as equal, or a spurious tiny spread gives a tiny p-value.
+        if out["std"] <= ROUNDING * max(1.0, max(abs(x) for x in d)):
+            mean = out["mean"]
+            out.update(std=0.0, ci95_low=mean, ci95_high=mean)
             out["note"] = "all paired differences are equal: zero spread, the t-test is undefined"
         else:
             p = float(sps.ttest_rel(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)).pvalue)
