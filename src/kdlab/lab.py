@@ -35,11 +35,12 @@ from kdlab.data.text import save_vocab
 from kdlab.distiller import Distiller
 from kdlab.errors import RunInterrupted, TrainingError
 from kdlab.io import atomic_write_json, load_weights, save_weights
-from kdlab.loop import History, Progress, fit, make_optimizer, predict, resolve_device
+from kdlab.loop import History, Progress, fit, make_optimizer, predict
 from kdlab.models.registry import count_params, create_model
 from kdlab.recovery import RunLock, continue_results, mark_status, note_resume, read_history_rows, resume_command
 from kdlab.reproduce import deterministic_mode, repro_info
 from kdlab.runs import create_run_dir, env_info, write_config, write_history, write_results
+from kdlab.runtime import Runtime
 
 ARMS = ("teacher", "scratch", "distilled")
 
@@ -91,11 +92,37 @@ def run_lab(
         RunInterrupted: ``stop`` answered True (or KeyboardInterrupt arrived); resume later.
         TrainingError: a non-finite loss stopped an arm (results.json says "failed").
     """
-    device = resolve_device(cfg.device)
+    rt = Runtime.start(cfg)  # device, torchrun process group, precision (docs/performance.md)
+    try:
+        return _run_lab(
+            cfg, rt, out=out, progress=progress, log=log, resume=resume, stop=stop, run_dir=run_dir, arms=arms
+        )
+    finally:
+        rt.finish()
+
+
+def _run_lab(
+    cfg: ExperimentConfig,
+    rt: Runtime,
+    *,
+    out: Path | None,
+    progress: ProgressFactory | None,
+    log: Callable[[str], None] | None,
+    resume: Path | None,
+    stop: Callable[[], bool] | None,
+    run_dir: Path | None,
+    arms: Mapping[str, DistillConfig] | None,
+) -> Path:
+    if not rt.dist.is_main:  # under torchrun only rank 0 prints and writes the run folder
+        log = progress = None
+        run_dir = None
+    device = rt.device
     data = check_inputs(cfg, arms)
     if resume is None:
         run_dir = (
-            Path(run_dir) if run_dir is not None else create_run_dir(out if out is not None else cfg.out, cfg.name)
+            Path(run_dir)
+            if run_dir is not None
+            else create_run_dir(rt.out_dir(out if out is not None else cfg.out), cfg.name)
         )
         write_config(run_dir, cfg.model_dump(mode="json"))
     else:
@@ -106,7 +133,7 @@ def run_lab(
         else:
             note_resume(run_dir, sys.argv)
         try:
-            _run_arms(cfg, data, run_dir, device, progress, log, resume is not None, stop, arms)
+            _run_arms(cfg, data, run_dir, rt, progress, log, resume is not None, stop, arms)
         except (RunInterrupted, KeyboardInterrupt) as e:
             mark_status(run_dir, "interrupted", resume=resume_command(run_dir), signal=getattr(stop, "signum", None))
             if isinstance(e, RunInterrupted):
@@ -150,7 +177,7 @@ def _run_arms(
     cfg: ExperimentConfig,
     data: DataBundle,
     run_dir: Path,
-    device: torch.device,
+    rt: Runtime,
     progress: ProgressFactory | None,
     log: Callable[[str], None] | None,
     resuming: bool,
@@ -159,6 +186,7 @@ def _run_arms(
 ) -> None:
     say = log or (lambda _msg: None)
     students = {"distilled": cfg.distill} if distilled is None else dict(distilled)
+    device = rt.device
     say(f"data {data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
     if "vocab" in data.meta:  # text runs: the vocabulary travels with the weights (kdlab predict)
         save_vocab(run_dir, data.meta["vocab"])
@@ -172,6 +200,7 @@ def _run_arms(
         "device": str(device),
         "data": data.summary(),
         "distill": cfg.distill.model_dump(mode="json"),
+        "performance": rt.record(),
         "arms": {},
     }
     results = continue_results(run_dir, fresh, WEIGHT_FILES) if resuming else fresh
@@ -180,7 +209,7 @@ def _run_arms(
     done = set(results["arms"])
     write_results(run_dir, results)
     history_rows: list[dict[str, Any]] = read_history_rows(run_dir, done) if resuming else []
-    splits = {k: getattr(data, k).to(device) for k in ("train", "val", "test")}
+    splits = rt.place({k: getattr(data, k) for k in ("train", "val", "test")})
     test_loader = TensorLoader(splits["test"].x, splits["test"].y, batch_size=cfg.train.eval_batch_size)
     val = splits["val"] if len(splits["val"]) else None
 
@@ -231,6 +260,7 @@ def _run_arms(
             name=cfg.train.optimizer,
             lr=cfg.train.lr,
             weight_decay=cfg.train.weight_decay,
+            fused=rt.accel.fused_optimizer,
         )
         ckpt = ArmCheckpoint(run_dir / "checkpoints" / arm, arm)
         state = ckpt.load(model, optimizer) if resuming and ckpt.exists() else FitState()
@@ -249,20 +279,23 @@ def _run_arms(
             device=device,
             select=cfg.train.select,
             progress=prog,
+            **rt.fit_options(),
         )
-        loader = TensorLoader(
-            splits["train"].x, splits["train"].y, batch_size=cfg.train.batch_size, shuffle=True, seed=seed
-        )
+        loader = rt.train_loader(splits["train"], seed)
         try:
             if distiller is not None:
-                return distiller.fit(loader, val, **kwargs)
+                teacher_fn = rt.teacher_fn(
+                    distiller.objective, distiller.teacher, splits["train"], distiller.teacher_logits, say
+                )
+                results["teacher_cache"] = rt.cache
+                return distiller.fit(loader, val, teacher_fn=teacher_fn, **kwargs)
             return fit(model, loader, val, **kwargs)
         except TrainingError as e:
             kept = f"checkpoint of epoch {state.epoch} kept" if state.epoch else "no checkpoint yet"
             raise TrainingError(f"{arm} arm: {e}; {kept}") from None
 
     # 1. teacher -------------------------------------------------------------------------------
-    teacher = make(cfg.teacher.model, cfg.seed).to(device)
+    teacher = rt.prepare(make(cfg.teacher.model, cfg.seed))
     if "teacher" in done:  # resuming: the finished teacher's weights are in the run folder
         load_weights(teacher, run_dir / WEIGHT_FILES["teacher"], what=f"teacher '{cfg.teacher.model}'")
         teacher.eval()
@@ -282,7 +315,7 @@ def _run_arms(
     # 2. scratch and 3. distilled: the same initial weights and data order, so the difference
     # between the two is the teacher's doing and nothing else.
     student_seed = cfg.seed + 1
-    initial = make(cfg.student.model, student_seed).to(device)
+    initial = rt.prepare(make(cfg.student.model, student_seed))
     for arm, dc in (("scratch", None), *students.items()):
         if arm in done:
             continue
@@ -303,6 +336,8 @@ def _run_arms(
         if distiller is not None and distiller.save_projectors(run_dir / projectors) is not None:
             extra["projectors"] = projectors  # feature-method projectors, saved beside the student
         record(arm, student, history, extra, teacher_logits=t_logits)
+    rt.link_cache(run_dir)
+    results["teacher_cache"] = rt.cache
 
     arms = results["arms"]
     if distilled is None:

@@ -16,7 +16,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from kdlab import losses
+from kdlab import distributed, losses
+from kdlab.accel import autocast
 from kdlab.checkpoint import FitState
 from kdlab.data.tensors import Batch, Loader, TensorLoader, as_loader
 from kdlab.errors import ConfigError, NonFiniteLossError, RunInterrupted, TrainingError
@@ -64,13 +65,14 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
 
 
 def make_optimizer(
-    params: Any, *, name: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0
+    params: Any, *, name: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0, fused: bool = False
 ) -> torch.optim.Optimizer:
-    """Adam (the labs' choice), AdamW or SGD with momentum 0.9."""
+    """Adam (the labs' choice), AdamW or SGD with momentum 0.9; ``fused`` picks the one-kernel
+    Adam/AdamW step (CUDA)."""
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
     raise ConfigError(f"train.optimizer: unknown optimizer '{name}' (adam, adamw, sgd)")
@@ -87,6 +89,7 @@ def train_epoch(
     nonfinite: str = "stop",
     grad_clip: float | None = None,
     should_stop: Callable[[], bool] | None = None,
+    precision: str = "float32",
 ) -> dict[str, float]:
     """One pass over ``loader``: forward, objective, backward, step. Returns epoch means.
 
@@ -94,6 +97,8 @@ def train_epoch(
     ``"skip-batch"`` skips that update and counts it in ``skipped_batches``. ``grad_clip`` rescales
     the gradients so their global L2 norm is at most that value. ``should_stop`` is asked before
     every step; when it answers True the epoch is abandoned with :class:`RunInterrupted`.
+    ``precision="bfloat16"`` autocasts the forward pass (the objective computes in float32). In a
+    process group the sums are added over ranks, so the means are global.
     """
     if objective.uses_teacher and teacher is None:
         raise ValueError(f"objective '{objective.name}' needs a teacher")
@@ -107,11 +112,13 @@ def train_epoch(
     sums: dict[str, Tensor] = {}
     correct: Tensor | int = 0
     samples = steps = 0
+    device = next(model.parameters()).device
     for step, batch in enumerate(loader, start=1):
         if should_stop is not None and should_stop():
             raise RunInterrupted()
         teacher_logits = teacher(batch) if objective.uses_teacher and teacher is not None else None
-        logits = model(batch.x)
+        with autocast(device, precision):
+            logits = model(batch.x)
         parts = objective(logits, batch.y, teacher_logits)
         # One host sync per step (free on a CPU, a small stall per step on a GPU): a NaN caught
         # here never reaches the weights.
@@ -141,6 +148,14 @@ def train_epoch(
         raise TrainingError(f"all {skipped} batches of the epoch had a non-finite loss: lower train.lr")
     if samples == 0:
         raise ValueError("the training data produced no batches")
+    if distributed.active():
+        # One all-reduce per epoch: the parts' sums, correct count and sample count of every rank.
+        keys = list(sums)
+        packed = torch.stack([*(sums[k].float() for k in keys), torch.as_tensor(correct, device=device).float()])
+        packed = torch.cat([packed, torch.tensor([float(samples)], device=device)])
+        packed = distributed.all_reduce_sum(packed)
+        sums = dict(zip(keys, packed[: len(keys)], strict=True))
+        correct, samples = packed[len(keys)], int(packed[-1].item())
     row = {("train_loss" if k == "total" else f"train_{k}"): float(v) / samples for k, v in sums.items()}
     row["train_accuracy"] = float(correct) / samples
     row["steps"] = steps
@@ -204,6 +219,8 @@ def fit(
     nonfinite: str = "stop",
     grad_clip: float | None = None,
     should_stop: Callable[[], bool] | None = None,
+    precision: str = "float32",
+    compile: bool = False,
 ) -> History:
     """Train ``model`` for ``epochs`` and return the per-epoch :class:`History`.
 
@@ -224,6 +241,12 @@ def fit(
             and generator states; the model and optimizer must already hold that epoch's weights
             (:meth:`kdlab.checkpoint.ArmCheckpoint.load`). A fresh state starts at epoch 1.
         nonfinite, grad_clip, should_stop: see :func:`train_epoch`.
+        on_epoch_end: called with ``(epoch, row)`` after each epoch (checkpoints, logs).
+        precision: ``"float32"`` or ``"bfloat16"`` (autocast of the training forward pass).
+        compile: train through ``torch.compile(model)`` (``model`` itself stays uncompiled).
+
+    Under ``torchrun`` (an initialized process group) the trained model is wrapped in
+    DistributedDataParallel and a :class:`TensorLoader` yields this rank's shard of each batch.
     """
     if epochs < 1:
         raise ConfigError(f"epochs: must be >= 1 (got {epochs})")
@@ -247,6 +270,7 @@ def fit(
             train_loader.epoch = state.epoch
         if state.rng is not None:
             restore_rng(state.rng)
+    trained = _training_module(model, train_loader, dev, compile)
     history = History(state.history)
     for epoch in range(state.epoch + 1, epochs + 1):
         objective.set_epoch(epoch - 1)
@@ -257,7 +281,7 @@ def fit(
         try:
             row.update(
                 train_epoch(
-                    model,
+                    trained,
                     objective,
                     train_loader,
                     optimizer,
@@ -266,6 +290,7 @@ def fit(
                     nonfinite=nonfinite,
                     grad_clip=grad_clip,
                     should_stop=should_stop,
+                    precision=precision,
                 )
             )
         except NonFiniteLossError as e:
@@ -289,6 +314,23 @@ def fit(
         model.load_state_dict(state.best_weights)
         history.selected_epoch = state.best_epoch
     return history
+
+
+def _training_module(model: nn.Module, loader: Loader, device: torch.device, compile: bool) -> nn.Module:
+    """What the training steps call: ``model``, or a DDP wrapper / compiled view sharing its weights."""
+    trained = model
+    if distributed.active():
+        from torch.nn.parallel import DistributedDataParallel
+
+        here = distributed.info()
+        if isinstance(loader, TensorLoader):
+            loader.shard = (here.rank, here.world)
+        # Only this model is wrapped (in distillation the student): the frozen teacher needs no
+        # gradient averaging. DDP broadcasts rank 0's weights, so all ranks start identical.
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if compile:
+        trained = torch.compile(trained)  # type: ignore[assignment]
+    return trained
 
 
 def _model_device(model: nn.Module) -> torch.device:

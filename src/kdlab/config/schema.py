@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -34,6 +34,12 @@ class DataConfig(Section):
         20000, ge=3, description="text: embedding rows = the most frequent training words + padding (0) + unknown (1)"
     )
     max_len: int = Field(200, ge=1, description="text: tokens per sequence; longer texts keep their first max_len")
+    max_memory_gb: float = Field(
+        4.0,
+        gt=0,
+        description="a training split larger than this (GB, as stored) stays in host memory and is streamed "
+        "to the device batch by batch instead of living on the device (docs/performance.md)",
+    )
 
     @model_validator(mode="after")
     def _fractions(self) -> DataConfig:
@@ -83,6 +89,36 @@ class DistillConfig(Section):
         """The method-specific options, as keyword arguments of :class:`~kdlab.distiller.Distiller`."""
         return self.model_dump(exclude={"method", "alpha", "temperature", "t_squared"})
 
+    teacher_cache: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="compute the teacher's logits once and look them up by sample index: auto = on when valid "
+        "(no random augmentation, no live teacher features), on = required, off = live teacher every step",
+    )
+    teacher_cache_dtype: Literal["float32", "float16"] = Field(
+        "float32", description="storage dtype of cached teacher logits (float16 halves memory, rounds logits)"
+    )
+    teacher_cache_dir: Path | None = Field(
+        None, description="shared folder of teacher-logit caches; None = $KDLAB_CACHE/teacher-logits"
+    )
+
+    @field_validator("teacher_cache", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, v: object) -> object:
+        # YAML 1.1 reads a bare on/off as a boolean.
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
+
+class AugmentConfig(Section):
+    hflip: bool = Field(False, description="random horizontal flip of each training image (p = 0.5)")
+    crop_padding: int = Field(
+        0, ge=0, description="random crop after zero-padding by this many px per side (random translate); 0 = off"
+    )
+
+    @property
+    def random(self) -> bool:
+        """True when augmentation changes what the models see from one epoch to the next."""
+        return self.hflip or self.crop_padding > 0
+
 
 class TrainConfig(Section):
     batch_size: int = Field(32, ge=1, description="samples per optimizer step")
@@ -100,6 +136,13 @@ class TrainConfig(Section):
     grad_clip: float | None = Field(
         None, gt=0, description="clip the gradients' global L2 norm to this value before each step; None = off"
     )
+    augment: AugmentConfig = Field(
+        default_factory=AugmentConfig, description="training-set augmentation, batch tensor ops on the device"
+    )
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="forward-pass precision: auto = bfloat16 autocast on CUDA, float32 elsewhere"
+    )
+    compile: bool = Field(False, description="torch.compile the trained model (CUDA mostly; first epoch slower)")
 
 
 class ExperimentConfig(Section):

@@ -6,7 +6,7 @@ elsewhere (a cache of teacher outputs, say) lines up exactly with the batch even
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -71,7 +71,14 @@ class TensorLoader:
         batch_size: samples per batch; the last batch may be smaller unless ``drop_last``.
         shuffle: draw a new permutation each epoch.
         seed: base seed of the permutations.
-        device: where batches are produced.
+        device: where the split is stored (moved there once).
+        augment: batch augmentation ``(x, generator) -> x`` applied to training batches, drawing from
+            a generator seeded by ``(seed, epoch, shard rank)``.
+        shard: ``(rank, world)``: in data-parallel training each step's batch of ``batch_size``
+            samples is split across ranks and this loader yields rank's part ``batch[rank::world]``
+            (a last batch with fewer samples than ranks is dropped).
+        batch_device: where batches are sent when it differs from where the split is stored (a split
+            too large for the device stays in host memory and is streamed batch by batch).
     """
 
     def __init__(
@@ -84,6 +91,9 @@ class TensorLoader:
         seed: int = 0,
         device: torch.device | str | None = None,
         drop_last: bool = False,
+        augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+        shard: tuple[int, int] = (0, 1),
+        batch_device: torch.device | str | None = None,
     ) -> None:
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1 (got {batch_size})")
@@ -97,6 +107,9 @@ class TensorLoader:
         self.shuffle = shuffle
         self.seed = seed
         self.drop_last = drop_last
+        self.augment = augment
+        self.shard = shard
+        self.batch_device = torch.device(batch_device) if batch_device is not None else self.x.device
         self.epoch = 0
 
     @property
@@ -118,14 +131,28 @@ class TensorLoader:
 
     def __len__(self) -> int:
         full, rest = divmod(self.num_samples, self.batch_size)
-        return full if (self.drop_last or rest == 0) else full + 1
+        short_last = rest == 0 or self.drop_last or rest < self.shard[1]
+        return full if short_last else full + 1
 
     def __iter__(self) -> Iterator[Batch]:
         order = self.order(self.epoch)
+        rank, world = self.shard
+        gen = None
+        if self.augment is not None:
+            gen = torch.Generator(device=self.batch_device)
+            gen.manual_seed((self.seed * 1_000_003 + self.epoch) * 1_009 + rank + 1)
         self.epoch += 1
         for b in range(len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            yield Batch(prepare_inputs(self.x[idx]), self.y[idx], idx)
+            if world > 1:
+                idx = idx[rank::world]
+            x, y = self.x[idx], self.y[idx]
+            if self.batch_device != self.x.device:
+                x, y, idx = (t.to(self.batch_device, non_blocking=True) for t in (x, y, idx))
+            x = prepare_inputs(x)
+            if gen is not None and self.augment is not None:
+                x = self.augment(x, gen)
+            yield Batch(x, y, idx)
 
 
 class IterableLoader:
