@@ -49,6 +49,7 @@ def run(
     """Train and compare teacher, scratch student and distilled student; write a run folder."""
     from kdlab.config import load_experiment
     from kdlab.errors import RunInterrupted
+    from kdlab.distributed import launch_rank
     from kdlab.lab import run_lab
     from kdlab.progress import RichProgress
     from kdlab.recovery import SIGNAL_EXIT, StopOnSignal, resume_command, resume_lab
@@ -71,6 +72,8 @@ def run(
             folder = Path(str(e.run_dir if e.run_dir is not None else resume))
             err_console.print(f"interrupted; resume with: {resume_command(folder)}", markup=False, highlight=False)
             raise typer.Exit(SIGNAL_EXIT.get(stop.signum or signal.SIGINT, 130)) from None
+    if launch_rank() != 0:  # under torchrun only rank 0 reports (and only it wrote a run folder)
+        return
     print_results(read_results(run_dir), console)
     _write_report_safely(run_dir)
     console.print(f"run folder: {run_dir}")

@@ -42,6 +42,11 @@ def requested() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def launch_rank() -> int:
+    """This process's rank as set by the launcher (0 when not launched by torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def active() -> bool:
     """True inside an initialized process group of more than one process."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

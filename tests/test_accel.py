@@ -1,0 +1,40 @@
+"""Device and precision plan: float32 and contiguous on CPU by default; bfloat16 autocast on request."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import TinyNet
+
+from kdlab import accel, fit
+from kdlab.errors import ConfigError
+
+
+def test_cpu_plan_changes_nothing_by_default() -> None:
+    plan = accel.plan(torch.device("cpu"))
+    assert plan.record() == {
+        "device": "cpu",
+        "precision": "float32",
+        "channels_last": False,
+        "fused_optimizer": False,
+        "compile": False,
+    }
+    assert accel.plan(torch.device("cpu"), precision="bfloat16").precision == "bfloat16"
+    with pytest.raises(ConfigError, match=r"train\.precision"):
+        accel.plan(torch.device("cpu"), precision="float8")
+
+
+def test_bfloat16_autocast_reaches_the_forward_pass(digits_xy) -> None:
+    x, y = digits_xy[0][:256], digits_xy[1][:256]
+    dtypes: list[torch.dtype] = []
+    losses = {}
+    for precision in ("float32", "bfloat16"):
+        torch.manual_seed(0)
+        model = TinyNet()
+        hook = model.net[1].register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+        history = fit(model, (x, y), epochs=1, batch_size=64, precision=precision)
+        hook.remove()
+        losses[precision] = history[-1]["train_loss"]
+    assert dtypes[:4] == [torch.float32] * 4 and dtypes[-4:] == [torch.bfloat16] * 4
+    assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.02)
+    assert losses["bfloat16"] != losses["float32"]
