@@ -122,7 +122,7 @@ def _raw_bytes(t: Tensor) -> bytes:
 
 
 @torch.inference_mode()
-def compute_logits(teacher: nn.Module, x: Tensor, *, batch_size: int = 1024) -> Tensor:
+def compute_logits(teacher: nn.Module, x: Tensor, *, batch_size: int = 512) -> Tensor:
     """The teacher's float32 logits for every row of ``x`` (eval mode, inference mode, big batches).
 
     Inputs get the loader's preprocessing (uint8 pixels -> [0, 1]); the device is the teacher's.
@@ -170,7 +170,7 @@ def build(
     dtype: str = "float32",
     cache_dir: Path | None = None,
     device: torch.device | None = None,
-    batch_size: int = 1024,
+    batch_size: int = 512,
     fallback: Callable[[Batch], Tensor] | None = None,
 ) -> tuple[TeacherCache, CacheRecord]:
     """Load the cache for (teacher, x, preprocessing) from ``cache_dir``, or compute and save it.
