@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,25 @@ def test_cli_refuses_cache_with_augmentation_before_training(tmp_path: Path) -> 
     assert result.exit_code != 0 and isinstance(result.exception, ConfigError)
     assert "train.augment" in str(result.exception)
     assert not list(tmp_path.iterdir()), "nothing may be trained or written before the refusal"
+
+
+def test_lab_records_cache_and_reuses_it_in_a_second_run(tmp_path: Path) -> None:
+    from kdlab.config import load_experiment
+    from kdlab.lab import run_lab
+
+    sets = ["teacher.model=mlp-teacher", "teacher.epochs=1", "student.epochs=1", "data.train_limit=300"]
+    sets.append(f"distill.teacher_cache_dir={tmp_path / 'cache'}")
+    first = run_lab(load_experiment("digits", sets), out=tmp_path)
+    second = run_lab(load_experiment("digits", sets), out=tmp_path)  # same seed: same teacher weights
+    r1, r2 = (json.loads((d / "results.json").read_text()) for d in (first, second))
+    assert (r1["teacher_cache"]["status"], r2["teacher_cache"]["status"]) == ("miss", "hit")
+    assert r1["teacher_cache"]["fingerprint"] == r2["teacher_cache"]["fingerprint"]
+    assert r1["teacher_cache"]["rows"] == 300 and r1["teacher_cache"]["build_seconds"] > 0
+    assert (second / teacher_cache.RUN_FILE).is_file()
+    assert r2["performance"]["precision"] == "float32" and r2["performance"]["train_data"] == "device"
+    # The cached run trains on exactly the same teacher targets: same distilled result.
+    assert r2["arms"]["distilled"]["test_accuracy"] == r1["arms"]["distilled"]["test_accuracy"]
+    off = run_lab(load_experiment("digits", [*sets, "train.augment.crop_padding=1"]), out=tmp_path)
+    r3 = json.loads((off / "results.json").read_text())
+    assert r3["teacher_cache"]["status"] == "off" and "augmentation" in r3["teacher_cache"]["reason"]
+    assert not (off / teacher_cache.RUN_FILE).exists()
