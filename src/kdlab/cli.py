@@ -48,8 +48,8 @@ def run(
 ) -> None:
     """Train and compare teacher, scratch student and distilled student; write a run folder."""
     from kdlab.config import load_experiment
-    from kdlab.errors import RunInterrupted
     from kdlab.distributed import launch_rank
+    from kdlab.errors import RunInterrupted
     from kdlab.lab import run_lab
     from kdlab.progress import RichProgress
     from kdlab.recovery import SIGNAL_EXIT, StopOnSignal, resume_command, resume_lab

@@ -87,7 +87,8 @@ class DistillConfig(Section):
 
     def method_options(self) -> dict[str, Any]:
         """The method-specific options, as keyword arguments of :class:`~kdlab.distiller.Distiller`."""
-        return self.model_dump(exclude={"method", "alpha", "temperature", "t_squared"})
+        not_method = {"method", "alpha", "temperature", "t_squared", "teacher_cache", "teacher_cache_dtype"}
+        return self.model_dump(exclude={*not_method, "teacher_cache_dir"})
 
     teacher_cache: Literal["auto", "on", "off"] = Field(
         "auto",
