@@ -30,6 +30,7 @@ WEIGHTS = ("teacher.safetensors", "student-scratch.safetensors", "student-distil
 def _comparable(run: Path) -> tuple[dict, list[bytes]]:
     results = json.loads((run / "results.json").read_text())
     results.pop("run_id")
+    results.pop("teacher_cache", None)  # hit or miss and its seconds: facts of the run, like train_seconds
     for arm in results["arms"].values():
         for key in ("train_seconds", "ms_per_step", "latency_ms_per_sample", "latency_ms_per_batch32"):
             arm.pop(key)

@@ -51,6 +51,7 @@ def comparable(run: Path) -> tuple[dict[str, Any], list[dict[str, str]], list[by
     """results.json, history.csv and weight bytes of a run, minus run id and timings."""
     results = json.loads((run / "results.json").read_text())
     results.pop("run_id")
+    results.pop("teacher_cache", None)  # hit or miss and its seconds: facts of the run, like timings
     for arm in results["arms"].values():
         for key in TIMING_ARM_KEYS:
             arm.pop(key)
