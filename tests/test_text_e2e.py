@@ -7,7 +7,6 @@ import io
 import json
 import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +25,6 @@ from kdlab.predict import load_images
 
 QUICK = ["--set", "teacher.model=bag-teacher", "--set", "student.model=bag-student", "--set", "data.max_len=24"]
 QUICK += ["--set", "teacher.epochs=4", "--set", "student.epochs=4", "--set", "train.lr=0.02", "-q"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Recurrent layers run hundreds of tiny ops per batch; on a busy machine more than one
-    thread per op costs far more in synchronisation than it gains, so these tests use one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def cli(args: list[str], monkeypatch: pytest.MonkeyPatch) -> int:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -11,16 +9,6 @@ from kdlab.errors import ConfigError
 from kdlab.models import count_params, create_model
 
 TEXT_MODELS = ["lab-rnn-teacher", "lab-rnn-student", "text-cnn-teacher", "bag-teacher", "bag-student"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Recurrent layers run hundreds of tiny ops per batch; on a busy machine more than one
-    thread per op costs far more in synchronisation than it gains, so these tests use one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize(
