@@ -4,8 +4,9 @@ recorded in one run folder. This module orchestrates; it contains no training or
 Order of work and what is written when (every write atomic, results.json after each arm, so a
 failure in a later arm never loses a finished one):
 
-1. run folder created, ``config.resolved.yaml`` and ``env.json`` written;
-2. data loaded and split (seeded);
+1. data loaded and split (seeded), model names, teacher checkpoint and distill settings checked —
+   a bad input fails here, before anything is written;
+2. run folder created, ``config.resolved.yaml`` and ``env.json`` written;
 3. teacher trained (or loaded from ``teacher.checkpoint``), saved, evaluated on test;
 4. scratch student trained with CE, saved, evaluated;
 5. distilled student (same initial weights and data order as scratch) trained with
@@ -15,6 +16,7 @@ failure in a later arm never loses a finished one):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 import sys
@@ -139,8 +141,9 @@ def _run_lab(
             if isinstance(e, RunInterrupted):
                 e.run_dir = run_dir
             raise
-        except TrainingError as e:
-            mark_status(run_dir, "failed", error=str(e))
+        except Exception as e:  # a non-finite loss, a full disk, a bug: the folder says what happened
+            with contextlib.suppress(Exception):  # never hide the original error behind this one
+                mark_status(run_dir, "failed", error=str(e) or type(e).__name__)
             raise
     return run_dir
 

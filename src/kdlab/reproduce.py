@@ -20,7 +20,14 @@ import torch
 
 # cuBLAS needs a fixed workspace to be deterministic on CUDA >= 10.2 (PyTorch's reproducibility notes).
 CUBLAS_WORKSPACE = ":4096:8"
-ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG", "PYTHONHASHSEED", "CUDA_VISIBLE_DEVICES")
+ENV_VARS = (
+    "OMP_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+    "MKL_NUM_THREADS",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "PYTHONHASHSEED",
+    "CUDA_VISIBLE_DEVICES",
+)
 
 
 def capture_rng() -> dict[str, Any]:
