@@ -28,8 +28,7 @@ from torch import nn
 
 from kdlab.data.text import VOCAB_FILE, load_vocab
 from kdlab.errors import ConfigError, KdlabError
-from kdlab.io import load_weights
-from kdlab.models.registry import create_model
+from kdlab.predict import arm_model
 from kdlab.runs import read_results
 
 FORMATS = ("onnx",)
@@ -66,14 +65,15 @@ def load_arm(run_dir: Path, arm: str) -> tuple[nn.Module, dict[str, Any]]:
         raise ConfigError(f"--arm: '{arm}' is not an arm of {run_dir} (arms: {', '.join(arms)})")
     data = results.get("data", {})
     vocab_path = Path(run_dir) / VOCAB_FILE  # text runs: the vocabulary sizes the embedding
-    model = create_model(
+    model = arm_model(
         arms[arm]["model"],
+        Path(run_dir) / arms[arm]["weights"],
+        arm=arm,
         num_classes=len(data["classes"]),
         input_shape=data["input_shape"],
         vocab_size=len(load_vocab(vocab_path)) if vocab_path.is_file() else None,
     )
-    load_weights(model, Path(run_dir) / arms[arm]["weights"], what=f"{arm} '{arms[arm]['model']}'")
-    return model.eval(), results
+    return model, results
 
 
 def example_inputs(run_dir: Path, results: dict[str, Any], n: int = 8) -> torch.Tensor:

@@ -146,12 +146,30 @@ def load_run(path: str | Path, *, arms: Sequence[str] | None = None) -> LoadedRu
             continue
         arm_info = results.get("arms", {}).get(arm, {})
         name = arm_info.get("model") or (config.teacher.model if arm == "teacher" else config.student.model)
-        model = create_model(
-            name, num_classes=len(classes), input_shape=shape, vocab_size=len(vocab) if vocab else None
+        run.models[arm] = arm_model(
+            name,
+            weights,
+            arm=arm,
+            num_classes=len(classes),
+            input_shape=shape,
+            vocab_size=len(vocab) if vocab else None,
         )
-        load_weights(model, weights, what=f"{arm} '{name}'")
-        run.models[arm] = model.eval()
     return run
+
+
+def arm_model(
+    name: str,
+    weights: Path,
+    *,
+    arm: str,
+    num_classes: int,
+    input_shape: Sequence[int],
+    vocab_size: int | None,
+) -> nn.Module:
+    """Rebuild the registered model ``name`` sized as recorded and load an arm's weights (eval mode, CPU)."""
+    model = create_model(name, num_classes=num_classes, input_shape=input_shape, vocab_size=vocab_size)
+    load_weights(model, weights, what=f"{arm} '{name}'")
+    return model.eval()
 
 
 def expand_inputs(run: LoadedRun, items: Sequence[str]) -> list[str]:
