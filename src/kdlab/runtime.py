@@ -43,6 +43,8 @@ class Runtime:
         teacher_cache.decide(cfg.distill.teacher_cache, objective=None, augment_random=cfg.train.augment.random)
         here, device = distributed.setup(resolve_device(cfg.device))
         plan = accel.plan(device, precision=cfg.train.precision, compile=cfg.train.compile)
+        if device.type == "cpu" and cfg.train.host_allocator == "auto":
+            accel.tune_host_allocator()
         # Ranks other than 0 write nothing the user sees: their run folder is a throwaway one.
         scratch = None if here.is_main else Path(tempfile.mkdtemp(prefix=f"kdlab-rank{here.rank}-"))
         return cls(cfg, device, here, plan, scratch)
@@ -132,4 +134,5 @@ class Runtime:
             "train_data": "device" if self.train_on_device else "host (streamed per batch)",
             "augment": self.cfg.train.augment.model_dump(),
             "threads": torch.get_num_threads(),
+            "host_allocator": accel.host_allocator(),
         }

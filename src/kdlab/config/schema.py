@@ -144,6 +144,11 @@ class TrainConfig(Section):
         "auto", description="forward-pass precision: auto = bfloat16 autocast on CUDA, float32 elsewhere"
     )
     compile: bool = Field(False, description="torch.compile the trained model (CUDA mostly; first epoch slower)")
+    host_allocator: Literal["auto", "system"] = Field(
+        "auto",
+        description="auto = on CPU runs, glibc keeps freed memory for the next step instead of page-faulting it "
+        "back in (up to 2x faster on large images); system = leave the C allocator alone",
+    )
 
 
 class ExperimentConfig(Section):
