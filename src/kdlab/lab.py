@@ -353,7 +353,7 @@ def _run_arms(
         }
     results["status"] = "complete"
     write_results(run_dir, results)
-    from kdlab.report.plots import plot_accuracy
+    from kdlab.report.figures import plot_accuracy
 
     plot_accuracy(run_dir, history_rows)
 

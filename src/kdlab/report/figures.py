@@ -58,41 +58,50 @@ def _rows_by_arm(data: ReportData) -> dict[str, list[list[dict[str, Any]]]]:
     return out
 
 
-def accuracy_curves(data: ReportData) -> bytes | None:
-    """``accuracy_curves.png``: training (solid) vs validation (dashed) accuracy per epoch, one
-    panel per arm, one pair of lines per seed. Training far above validation is over-fitting."""
-    by_arm = _rows_by_arm(data)
-    if not by_arm:
-        return None
-    fig, axes = _grid(len(by_arm))
-    for ax, (arm, runs) in zip(axes, by_arm.items(), strict=True):
+ARM_TITLES = {"teacher": "Teacher", "scratch": "Student from scratch", "distilled": "Distilled student"}
+
+
+def accuracy_figure(panels: dict[str, list[list[dict[str, Any]]]]) -> Any:
+    """Training (solid, circles) vs validation (dashed, squares) accuracy per epoch: one panel per
+    title in ``panels``, one pair of lines per list of history rows (a seed). A training curve far
+    above its validation curve is over-fitting."""
+    fig, axes = _grid(len(panels))
+    for ax, (title, runs) in zip(axes, panels.items(), strict=True):
         for i, rows in enumerate(runs):
             epochs = [r["epoch"] for r in rows]
-            label = i == 0
-            ax.plot(
-                epochs,
-                [100 * r["train_accuracy"] for r in rows],
-                "o-",
-                color="C0",
-                alpha=0.8,
-                label="training" if label else None,
-            )
+            first = i == 0
+            train = [100 * r["train_accuracy"] for r in rows]
+            ax.plot(epochs, train, "o-", color="C0", alpha=0.8, label="training" if first else None)
             if all("val_accuracy" in r for r in rows):
-                ax.plot(
-                    epochs,
-                    [100 * r["val_accuracy"] for r in rows],
-                    "s--",
-                    color="C1",
-                    alpha=0.8,
-                    label="validation" if label else None,
-                )
-        ax.set_title(arm)
+                val = [100 * r["val_accuracy"] for r in rows]
+                ax.plot(epochs, val, "s--", color="C1", alpha=0.8, label="validation" if first else None)
+        ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.set_ylabel("accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
-    return _save(fig, data.folder, "accuracy_curves")
+    return fig
+
+
+def accuracy_curves(data: ReportData) -> bytes | None:
+    """``accuracy_curves.png`` (the report's): :func:`accuracy_figure` for every arm and seed."""
+    by_arm = _rows_by_arm(data)
+    if not by_arm:
+        return None
+    return _save(accuracy_figure(by_arm), data.folder, "accuracy_curves")
+
+
+def plot_accuracy(run_dir: Path, history_rows: list[dict[str, Any]]) -> Path | None:
+    """``plots/accuracy.png`` (a lab run's): :func:`accuracy_figure` for its teacher, scratch and
+    distilled arms. Arms with no history (a teacher loaded from a checkpoint) get no panel."""
+    panels = {
+        title: [mine] for arm, title in ARM_TITLES.items() if (mine := [r for r in history_rows if r["arm"] == arm])
+    }
+    if not panels:
+        return None
+    _save(accuracy_figure(panels), Path(run_dir), "accuracy")
+    return Path(run_dir) / "plots" / "accuracy.png"
 
 
 def loss_parts(data: ReportData) -> bytes | None:
