@@ -151,7 +151,7 @@ def test_predict_bad_inputs_exit_2(
 ) -> None:
     for args, message in [
         (["predict", str(tmp_path), "text"], "has no results.json"),
-        (["predict", str(csv_run), "--arm", "student", "text"], "unknown arm 'student'"),
+        (["predict", str(csv_run), "--arm", "student", "text"], "'student' is not an arm of"),
     ]:
         assert message in assert_one_line_error(run_cli(args, capsys))
 

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from kdlab.errors import KdlabError
 
+ARM_HELP = "teacher | scratch | distilled | a compared method in a seed folder (kd, dist, …)"
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -95,7 +96,7 @@ def predict(
         list[str],
         typer.Argument(help="texts, text files (one text per line) or - for stdin; image files for image runs"),
     ],
-    arm: Annotated[str, typer.Option("--arm", help="teacher | scratch | distilled")] = "distilled",
+    arm: Annotated[str, typer.Option("--arm", help=ARM_HELP)] = "distilled",
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON list instead of lines")] = False,
 ) -> None:
     """Classify new inputs with a finished run's model: class and probability per input."""
@@ -187,7 +188,7 @@ def report(
 def export(
     run_dir: Annotated[Path, typer.Argument(help="a run folder, or a comparison's seed-<s> folder")],
     format_: Annotated[str, typer.Option("--format", "-f", help="export format: onnx")] = "onnx",
-    arm: Annotated[str, typer.Option("--arm", help="trained network: distilled, scratch, teacher, …")] = "distilled",
+    arm: Annotated[str, typer.Option("--arm", help=ARM_HELP)] = "distilled",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="default RUN_DIR/export/ARM.onnx")] = None,
 ) -> None:
     """Export a trained network to ONNX and check onnxruntime's output against PyTorch's."""

@@ -26,10 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdlab.data.text import VOCAB_FILE, load_vocab
-from kdlab.errors import ConfigError, KdlabError
-from kdlab.predict import arm_model
-from kdlab.runs import read_results
+from kdlab.errors import KdlabError
+from kdlab.predict import load_run
 
 FORMATS = ("onnx",)
 PARITY_ATOL = 1e-4
@@ -59,21 +57,8 @@ def require_onnx() -> Any:
 
 def load_arm(run_dir: Path, arm: str) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild ``arm``'s network from a run folder and load its weights (eval mode, on CPU)."""
-    results = read_results(run_dir)
-    arms = results.get("arms", {})
-    if arm not in arms:
-        raise ConfigError(f"--arm: '{arm}' is not an arm of {run_dir} (arms: {', '.join(arms)})")
-    data = results.get("data", {})
-    vocab_path = Path(run_dir) / VOCAB_FILE  # text runs: the vocabulary sizes the embedding
-    model = arm_model(
-        arms[arm]["model"],
-        Path(run_dir) / arms[arm]["weights"],
-        arm=arm,
-        num_classes=len(data["classes"]),
-        input_shape=data["input_shape"],
-        vocab_size=len(load_vocab(vocab_path)) if vocab_path.is_file() else None,
-    )
-    return model, results
+    run = load_run(run_dir, arms=[arm])
+    return run.models[arm], run.results
 
 
 def example_inputs(run_dir: Path, results: dict[str, Any], n: int = 8) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """Use a finished run: load its models (and vocabulary) and classify new texts or image files.
 
 A run folder holds everything needed: ``config.resolved.yaml`` (data settings), ``results.json``
-(classes, input shape, model names per arm), the weights (``teacher.safetensors``,
-``student-scratch.safetensors``, ``student-distilled.safetensors``) and, for text runs,
+(classes, input shape, model name and weights file per arm), the weights (``teacher.safetensors``,
+``student-scratch.safetensors``, ``student-distilled.safetensors``; a ``kdlab compare`` seed
+folder also ``student-<method>.safetensors`` per compared method) and, for text runs,
 ``vocab.json``. Inputs are prepared exactly as in training: texts through the run's tokenizer and
 vocabulary (first ``max_len`` tokens, padding at the end); images converted to RGB or grayscale
 to match the run's input channels, resized to its input size (bilinear) and scaled to [0, 1].
@@ -37,11 +38,6 @@ from kdlab.losses import softmax_probs
 from kdlab.models.registry import create_model
 from kdlab.runs import read_results
 
-ARM_FILES = {
-    "teacher": "teacher.safetensors",
-    "scratch": "student-scratch.safetensors",
-    "distilled": "student-distilled.safetensors",
-}
 BATCH = 256
 
 
@@ -69,7 +65,8 @@ class LoadedRun:
         classes: class names, index = model output.
         input_shape: one input's shape, ``(L,)`` for text, ``(C, H, W)`` for images.
         vocab: the text vocabulary (None for image runs).
-        models: arm (``teacher``, ``scratch``, ``distilled``) -> model, for every arm with weights.
+        models: arm -> model, for every loaded arm (``teacher``, ``scratch``, ``distilled``, and a
+            comparison's method arms such as ``kd`` or ``dist``).
     """
 
     path: Path
@@ -85,9 +82,10 @@ class LoadedRun:
         return self.vocab is not None
 
     def model(self, arm: str = "distilled") -> nn.Module:
-        if arm not in ARM_FILES:
-            raise ConfigError(f"--arm: unknown arm '{arm}' (teacher, scratch, distilled)")
         if arm not in self.models:
+            recorded = ", ".join(self.results.get("arms", {})) or "none"
+            if arm not in self.results.get("arms", {}):
+                raise ConfigError(f"--arm: '{arm}' is not an arm of {self.path} (arms: {recorded})")
             raise KdlabError(f"{self.path}: has no weights for arm '{arm}' (arms: {', '.join(self.models) or 'none'})")
         return self.models[arm]
 
@@ -116,7 +114,8 @@ def load_run(path: str | Path, *, arms: Sequence[str] | None = None) -> LoadedRu
 
     Args:
         path: the run folder.
-        arms: which arms to load (default: every arm whose weights exist).
+        arms: which arms to load (default: every arm recorded in ``results.json`` whose weights
+            file exists).
 
     Raises:
         KdlabError: not a run folder, config or vocabulary unreadable, weights that do not fit.
@@ -138,16 +137,19 @@ def load_run(path: str | Path, *, arms: Sequence[str] | None = None) -> LoadedRu
     if vocab is None and len(shape) == 1:
         raise KdlabError(f"{run_dir}: a text run without {VOCAB_FILE}; it cannot encode new text")
     run = LoadedRun(run_dir, config, results, classes, shape, vocab)
-    for arm in arms or list(ARM_FILES):
-        weights = run_dir / ARM_FILES[arm] if arm in ARM_FILES else None
+    recorded: dict[str, Any] = results.get("arms") or {}
+    for arm in arms or list(recorded):
+        info = recorded.get(arm) or {}
+        name = str(info.get("weights") or "")
+        if name and Path(name).name != name:  # results.json names a file of the run folder, nothing else
+            raise KdlabError(f"{run_dir / 'results.json'}: arm '{arm}' names weights outside the run folder ({name})")
+        weights = run_dir / name if name else None
         if weights is None or not weights.is_file():
             if arms:
-                run.model(arm)  # raises the one-line "no weights" / "unknown arm" error
+                run.model(arm)  # raises the one-line "not an arm" / "no weights" error
             continue
-        arm_info = results.get("arms", {}).get(arm, {})
-        name = arm_info.get("model") or (config.teacher.model if arm == "teacher" else config.student.model)
         run.models[arm] = arm_model(
-            name,
+            str(info.get("model") or (config.teacher.model if arm == "teacher" else config.student.model)),
             weights,
             arm=arm,
             num_classes=len(classes),
