@@ -130,6 +130,32 @@ def test_method_specs_and_seed_counts_are_validated() -> None:
     with pytest.raises(ConfigError, match="twice"):
         parse_methods("kd,kd", base)
     assert resolve_seeds(3, 5) == [5, 6, 7]
+
+
+def test_method_specific_settings_of_the_experiment_go_only_to_methods_that_take_them() -> None:
+    """The lab presets' ``t_squared: false`` is Hinton KD without T²: kd and logit-std (kd on
+    standardized logits) inherit it; dkd and dist, which always scale by T², keep the default and
+    say so; set on the arm itself it is refused as in an experiment file."""
+    from kdlab.lab import check_inputs
+
+    base = DistillConfig(t_squared=False, standardize=False)
+    specs = {s.arm: s for s in parse_methods("kd,logit-std,dkd,dist", base)}
+    assert {a: s.distill.t_squared for a, s in specs.items()} == {
+        "kd": False,
+        "logit-std": False,
+        "dkd": True,
+        "dist": True,
+    }
+    assert specs["kd"].notes == specs["logit-std"].notes == ()
+    assert specs["dist"].notes == (
+        "dist: distill.t_squared=false from the experiment does not apply to dist; this arm uses t_squared=true",
+    )
+    std = {s.arm: s for s in parse_methods("kd,dist", DistillConfig(standardize=True))}
+    assert std["kd"].distill.standardize and not std["dist"].distill.standardize
+    explicit = parse_methods("dist:t_squared=false", base)[0]
+    assert explicit.notes == () and explicit.distill.t_squared is False
+    with pytest.raises(ConfigError, match=r"t_squared=false applies to kd only"):
+        check_inputs(load_experiment("digits", TINY), {explicit.arm: explicit.distill})
     with pytest.raises(ConfigError, match="--seeds: must be >= 1"):
         resolve_seeds(0)
 
@@ -227,3 +253,23 @@ def test_show_lists_every_method_arm_of_a_seed_folder(comparison: Path) -> None:
     kd_row = next(line for line in text.splitlines() if line.startswith("│ kd "))
     gain = 100 * (res["arms"]["kd"]["test_accuracy"] - res["arms"]["scratch"]["test_accuracy"])
     assert f"{gain:+.2f}" in kd_row
+
+
+def test_load_run_and_predict_reach_a_compared_method_arm(comparison: Path) -> None:
+    """A seed folder's method arm (``kd``) loads like a lab arm and classifies like its recorded
+    test accuracy says; an arm that is not in the folder is a one-line error naming the arms."""
+    import torch
+
+    from kdlab import load_run
+    from kdlab.data.bundle import build_data
+    from kdlab.data.tensors import prepare_inputs
+
+    run = load_run(comparison / "seed-0")
+    assert set(run.models) == {"teacher", "scratch", "kd"}
+    cfg = run.config
+    test = build_data(cfg.data, seed=cfg.seed).test
+    with torch.no_grad():
+        acc = (run.model("kd")(prepare_inputs(test.x)).argmax(1) == test.y).float().mean().item()
+    assert acc == pytest.approx(run.results["arms"]["kd"]["test_accuracy"], abs=1e-6)
+    with pytest.raises(ConfigError, match=r"'distilled' is not an arm of .* \(arms: teacher, scratch, kd\)"):
+        load_run(comparison / "seed-0", arms=["distilled"])

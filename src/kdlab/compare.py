@@ -34,7 +34,7 @@ from kdlab.errors import ConfigError, KdlabError
 from kdlab.io import atomic_write_json, atomic_write_text
 from kdlab.lab import ProgressFactory, check_inputs, run_lab
 from kdlab.loop import resolve_device
-from kdlab.objective import METHODS
+from kdlab.objective import METHODS, refuses
 from kdlab.report.collect import BASE_ARMS, EXTRA_METRICS, METRIC, summarize_arms
 from kdlab.runs import create_run_dir, env_info, read_results, write_config
 
@@ -44,17 +44,28 @@ CSV_COLUMNS = ("arm", "seed", METRIC, *EXTRA_METRICS)
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One distilled arm: its name as typed (``kd:temperature=8``) and its distill settings."""
+    """One distilled arm: its name as typed (``kd:temperature=8``), its distill settings, and notes
+    on settings of the experiment it did not inherit."""
 
     arm: str
     distill: DistillConfig
+    notes: tuple[str, ...] = ()
+
+
+# distill.* settings that only some methods take: an arm inherits the experiment's value when its
+# method takes it, and otherwise keeps the default (with a note), unless the arm sets it itself.
+METHOD_SPECIFIC = ("t_squared", "standardize", "feature_pairs")
 
 
 def parse_methods(methods: str | Sequence[str], base: DistillConfig) -> list[MethodSpec]:
     """``"kd,kd:temperature=8"`` (or a list of such items) -> one :class:`MethodSpec` per item.
 
     Settings after ``:`` override ``base`` (the experiment's distill section) for that arm only.
-    Unknown method names and invalid settings raise :class:`ConfigError`.
+    A method-specific setting of ``base`` that the arm's method does not take (the lab preset's
+    ``t_squared: false`` for ``dist``, which always scales by T²) is not inherited: the arm keeps
+    that key's default and the spec carries a note saying so. Set on the arm itself
+    (``dist:t_squared=false``), it is an error as in an experiment file. Unknown method names and
+    invalid settings raise :class:`ConfigError`.
     """
     items = methods.split(",") if isinstance(methods, str) else list(methods)
     items = [m.strip() for m in items if m.strip()]
@@ -66,18 +77,29 @@ def parse_methods(methods: str | Sequence[str], base: DistillConfig) -> list[Met
         if name not in METHODS:
             raise ConfigError(f"--methods: {METHODS.unknown_message(name)}")
         raw = base.model_dump(mode="json") | {"method": name}
+        own: set[str] = set()
         for setting in settings:
             key, sep, text = setting.partition("=")
             if not sep or not key.strip():
                 raise ConfigError(f"--methods {item!r}: expected method:key=value, e.g. kd:temperature=8")
             raw[key.strip()] = yaml.safe_load(text) if text.strip() else ""
+            own.add(key.strip())
+        notes: list[str] = []
+        for key in METHOD_SPECIFIC:
+            default = DistillConfig.model_fields[key].default
+            if key not in own and raw[key] != default and refuses(name, key, raw[key]):
+                notes.append(
+                    f"{item}: distill.{key}={yaml.safe_dump(raw[key]).splitlines()[0]} from the experiment "
+                    f"does not apply to {name}; this arm uses {key}={yaml.safe_dump(default).splitlines()[0]}"
+                )
+                raw[key] = default
         try:
             distill = DistillConfig.model_validate(raw)
         except ValidationError as e:
             raise ConfigError(f"--methods {item!r}: distill.{format_validation_error(e)}") from None
         if item in BASE_ARMS or any(s.arm == item for s in specs):
             raise ConfigError(f"--methods: '{item}' is given twice or names a base arm; each arm once")
-        specs.append(MethodSpec(item, distill))
+        specs.append(MethodSpec(item, distill, tuple(notes)))
     return specs
 
 
@@ -124,6 +146,8 @@ def run_comparison(
     if teacher_checkpoint is not None:
         cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"checkpoint": teacher_checkpoint})})
     specs = parse_methods(methods, cfg.distill)
+    for note in (n for s in specs for n in s.notes):
+        say(f"note: {note}")
     seed_list = resolve_seeds(seeds, cfg.seed)
     if resume is None and out is not None and (Path(out) / COMPARISON_FILE).is_file():
         resume = Path(out)

@@ -156,6 +156,21 @@ METHODS.add("fitnet", lambda **options: _build_feature("fitnet", **options))
 METHODS.add("at", lambda **options: _build_feature("at", **options))
 
 
+def refuses(method: str, key: str, value: Any) -> bool:
+    """True when ``method`` refuses the option ``key=value`` that it accepts at its default, i.e.
+    the option does not apply to that method (e.g. ``t_squared=false`` to anything but kd)."""
+    builder = METHODS.get(method)
+    try:
+        builder()
+    except ConfigError:
+        return False  # the method needs other options first; nothing to conclude
+    try:
+        builder(**{key: value})
+    except ConfigError:
+        return True
+    return False
+
+
 class Objective:
     """``α·CE(y, s) + (1 − α)·D(t, s)``, returning ``{"total", "ce"[, "kd"]}``.
 
