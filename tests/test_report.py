@@ -62,7 +62,7 @@ def test_report_renders_in_headless_chromium(report: Path) -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page()
+            page = browser.new_page(viewport={"width": 1300, "height": 900})
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.on("request", lambda r: requests.append(r.url))
@@ -72,6 +72,13 @@ def test_report_renders_in_headless_chromium(report: Path) -> None:
                     [tr.dataset.arm,
                      Object.fromEntries([...tr.cells].map(td => [td.className, td.textContent.trim()]))]))"""
             )
+            cost = page.evaluate(
+                """() => Object.fromEntries([...document.querySelectorAll('#cost tbody tr')].map(tr =>
+                    [tr.dataset.arm,
+                     Object.fromEntries([...tr.cells].map(td => [td.className, td.textContent.trim()]))]))"""
+            )
+            # the page reads without sideways scrolling in a 1300-px window
+            overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
             images = page.evaluate("() => [...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
         finally:
             browser.close()
@@ -88,4 +95,12 @@ def test_report_renders_in_headless_chromium(report: Path) -> None:
     assert cells["kd"]["diff-ci"] == f"[{100 * diff['ci95_low']:+.2f}, {100 * diff['ci95_high']:+.2f}]"
     assert cells["kd"]["p"] == ("—" if diff["p_value"] is None else f"{diff['p_value']:.3g}")
     assert cells["scratch"]["diff"] == ""
+    assert overflow <= 0
+    assert list(cost) == list(comp["arms"])
+    for arm, entry in comp["arms"].items():
+        m = entry["metrics"]
+        assert cost[arm]["params"] == f"{int(m['params']['mean']):,}"
+        assert cost[arm]["ece"] == f"{m['ece']['mean']:.4f}"
+    assert cost["kd"]["agree"] == f"{100 * comp['arms']['kd']['metrics']['teacher_agreement']['mean']:.2f}"
+    assert cost["teacher"]["agree"] == "—"  # the teacher is not compared with itself
     assert len(images) == 4 and all(ok and w > 0 and h > 0 for ok, w, h in images)
