@@ -11,7 +11,12 @@ models, initial weights, epochs, batch size and threads. Printed ratios (higher 
 * ``vs_plain_loop``: plain-loop distillation seconds ÷ kdlab distillation seconds, cache build
   included;
 * ``compare_vs_plain_loop``: four plain distillations ÷ four kdlab distillations sharing one cache;
-* peak RSS of the distillation phase vs the scratch phase, and samples/s at batch 32/128/512.
+* peak RSS of a one-epoch distillation vs a one-epoch scratch run, each in fresh processes
+  (median of 3), and samples/s at batch 32/128/512.
+
+kdlab's host-allocator setting (what ``kdlab run`` applies on the CPU) is process-wide, so it is
+switched on before anything runs and the plain loop runs under it too: the ratios measure the loops,
+not the allocator (``benchmarks.allocator`` measures that, in separate processes).
 
 Results go to ``benchmarks/results/<name>.json``. Never part of ``make test``.
 """
@@ -20,11 +25,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import os
 import platform
+import statistics
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -45,39 +53,6 @@ RESULTS = Path(__file__).parent / "results"
 KDLAB_ACCEL = accel.plan(torch.device("cpu"))  # what `kdlab run` uses on this device
 TARGETS = {"distill_vs_scratch": 0.9, "vs_plain_loop": 1.8, "compare_vs_plain_loop": 2.5}
 ALPHA, TEMPERATURE = 0.05, 5.0  # the Fashion-MNIST preset's (the classic lab's) settings
-
-
-class PeakRSS:
-    """Samples this process's resident set size every 5 ms; ``peak_mb`` after the block."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._page = os.sysconf("SC_PAGE_SIZE")
-
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self._page
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(0.005)
-
-    def __enter__(self) -> PeakRSS:
-        self.start = self._rss()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
-
-    @property
-    def peak_mb(self) -> float:
-        return self.peak / 2**20
 
 
 def load_data(fraction: float) -> tuple[str, Tensor, Tensor]:
@@ -164,6 +139,55 @@ def build_cache(teacher: nn.Module, x: Tensor) -> tuple[teacher_cache.TeacherCac
     return cache, seconds
 
 
+def memory_child(kind: str, fraction: float, threads: int, repeats: int = 3) -> dict[str, float]:
+    """Peak RSS of one epoch of ``kind`` (plain_distill, kdlab_scratch, kdlab_distill — the last
+    with its cache build), each time in a fresh process, measured from the moment data and models
+    are loaded (the peak is reset then, so loading the dataset does not count). ``repeats`` processes;
+    the median peak is reported, and the largest too (single processes vary by a few hundred MB
+    now and then). ``ready_mb`` is the RSS when the measurement starts."""
+    args = [sys.executable, "-m", "benchmarks.run", "--memory-child", kind, "--fraction", str(fraction)]
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run(
+            [*args, "--threads", str(threads)], capture_output=True, text=True, check=True, cwd=RESULTS.parent.parent
+        )
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    peaks = [r["peak_mb"] for r in runs]
+    return {
+        "peak_mb": statistics.median(peaks),
+        "max_peak_mb": max(peaks),
+        "ready_mb": statistics.median(r["ready_mb"] for r in runs),
+    }
+
+
+def run_memory_child(kind: str, fraction: float) -> dict[str, float]:
+    _, x, y = load_data(fraction)
+    teacher, init = make_models(x)
+    kd_teacher = accel.prepare_model(copy.deepcopy(teacher), KDLAB_ACCEL)
+    # the plain-loop user holds the float dataset; kdlab keeps uint8 and scales per batch
+    x_float = (x.float() / 255.0 if x.dtype == torch.uint8 else x) if kind == "plain_distill" else x
+    gc.collect()
+    if kind.startswith("kdlab"):  # as `kdlab run`; the plain loop keeps the C library's default.
+        accel.tune_host_allocator()  # After loading: memory freed by the loading is not kept.
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
+    ready = status_mb("VmRSS")
+    if kind == "plain_distill":
+        plain.train(fresh_student(x, init), x_float, y, teacher=teacher, epochs=1)
+    elif kind == "kdlab_scratch":
+        kdlab_scratch(x, y, init, 1, 32)
+    else:
+        kdlab_distill(kd_teacher, x, y, init, 1, 32, build_cache(kd_teacher, x)[0])
+    return {"peak_mb": status_mb("VmHWM"), "ready_mb": ready}
+
+
+def status_mb(field: str) -> float:
+    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``: peak since the last reset) in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="use 10%% of the training data (a first check)")
@@ -173,8 +197,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--name", default=None, help="results file name (default <dataset>-full or -quick)")
     ap.add_argument("--compare-epochs", type=int, default=None, help="epochs per compared method (default --epochs)")
     ap.add_argument("--skip-compare", action="store_true", help="leave out compare_vs_plain_loop (the longest)")
+    ap.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.memory_child:
+        print(json.dumps(run_memory_child(args.memory_child, args.fraction or 1.0)), flush=True)
+        return {}
+    allocator = accel.tune_host_allocator()  # as `kdlab run` on the CPU; for both sides (process-wide)
     fraction = args.fraction if args.fraction is not None else (0.1 if args.quick else 1.0)
     dataset, x, y = load_data(fraction)
     x_float = x.float() / 255.0 if x.dtype == torch.uint8 else x  # what the plain-loop user holds
@@ -208,22 +237,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "vs_plain_loop": runs["plain_distill"]["seconds"] / (cache_seconds + runs["kdlab_distill"]["seconds"]),
         "plain_distill_vs_scratch": runs["plain_distill"]["samples_per_s"] / runs["plain_scratch"]["samples_per_s"],
     }
-    with PeakRSS() as mem_plain:
-        plain.train(fresh_student(x, init), x_float, y, teacher=teacher, epochs=1)
-    with PeakRSS() as mem_scratch:
-        kdlab_scratch(x, y, init, 1, 32)
-    with PeakRSS() as mem_distill:
-        kdlab_distill(kd_teacher, x, y, init, 1, 32, build_cache(kd_teacher, x)[0])
+    # Memory: each phase in a fresh child process (kdlab keeps freed memory for reuse, so within
+    # this process every phase would report the peak of the phases before it).
+    mem = {
+        kind: memory_child(kind, fraction, args.threads) for kind in ("plain_distill", "kdlab_scratch", "kdlab_distill")
+    }
     memory = {
-        "plain_distill_peak_rss_mb": mem_plain.peak_mb,
-        "kdlab_scratch_peak_rss_mb": mem_scratch.peak_mb,
-        "kdlab_distill_peak_rss_mb": mem_distill.peak_mb,
-        "kdlab_distill_vs_scratch_peak_rss": mem_distill.peak / mem_scratch.peak,
-        # RSS never shrinks much once the allocator holds pages, so the growth within each phase
-        # (peak minus RSS at its start; one epoch each, run in this order) is the fairer comparison.
-        "plain_distill_growth_mb": (mem_plain.peak - mem_plain.start) / 2**20,
-        "kdlab_scratch_growth_mb": (mem_scratch.peak - mem_scratch.start) / 2**20,
-        "kdlab_distill_growth_mb": (mem_distill.peak - mem_distill.start) / 2**20,
+        **{f"{kind}_peak_rss_mb": m["peak_mb"] for kind, m in mem.items()},
+        **{f"{kind}_growth_mb": m["peak_mb"] - m["ready_mb"] for kind, m in mem.items()},
+        **{f"{kind}_max_peak_rss_mb": m["max_peak_mb"] for kind, m in mem.items()},
+        "kdlab_distill_vs_scratch_peak_rss": mem["kdlab_distill"]["peak_mb"] / mem["kdlab_scratch"]["peak_mb"],
         "cache_mb": cache.logits.numel() * cache.logits.element_size() / 2**20,
     }
 
@@ -231,14 +254,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.skip_compare:
         plain_s = 0.0
         cache4, kdlab_s = build_cache(kd_teacher, x)  # kdlab pays the teacher once, for all four
+        cache4_seconds = kdlab_s
         ce = args.compare_epochs or epochs
+        per_method: dict[str, dict[str, float]] = {}
         for method, options in methods():
             t = options.get("temperature", TEMPERATURE)
-            plain_s += plain.train(fresh_student(x, init), x_float, y, teacher=teacher, epochs=ce, temperature=t)[
-                "seconds"
-            ]
-            kdlab_s += kdlab_distill(kd_teacher, x, y, init, ce, 32, cache4, method, options)["seconds"]
-        runs["compare"] = {"methods": methods(), "epochs": ce, "plain_seconds": plain_s, "kdlab_seconds": kdlab_s}
+            p = plain.train(fresh_student(x, init), x_float, y, teacher=teacher, epochs=ce, temperature=t)["seconds"]
+            k = kdlab_distill(kd_teacher, x, y, init, ce, 32, cache4, method, options)["seconds"]
+            per_method[f"{method} T={t:g}"] = {"plain_seconds": p, "kdlab_seconds": k}
+            plain_s, kdlab_s = plain_s + p, kdlab_s + k
+        runs["compare"] = {
+            "methods": methods(),
+            "epochs": ce,
+            "plain_seconds": plain_s,
+            "kdlab_seconds": kdlab_s,
+            "cache_build_seconds": cache4_seconds,
+            "per_method": per_method,
+        }
         ratios["compare_vs_plain_loop"] = plain_s / kdlab_s
         say(f"  compare, 4 methods  : plain {plain_s:.1f} s, kdlab {kdlab_s:.1f} s")
 
@@ -272,6 +304,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "processor": platform.processor(),
             "cpu_count": os.cpu_count(),
             "torch": torch.__version__,
+            "host_allocator": allocator,
             "load_average_start": load_start,
             "load_average_end": os.getloadavg(),
         },
@@ -303,8 +336,9 @@ def report(result: dict[str, Any], say: Any) -> None:
         f"cache {mem['cache_mb']:.1f} MB)"
     )
     say(
-        f"{'RSS growth in phase':<26} plain distill {mem['plain_distill_growth_mb']:.0f} MB, kdlab scratch "
-        f"{mem['kdlab_scratch_growth_mb']:.0f} MB, kdlab distill {mem['kdlab_distill_growth_mb']:.0f} MB"
+        f"{'RSS growth in the epoch':<26} plain distill {mem['plain_distill_growth_mb']:.0f} MB, kdlab scratch "
+        f"{mem['kdlab_scratch_growth_mb']:.0f} MB, kdlab distill {mem['kdlab_distill_growth_mb']:.0f} MB "
+        f"(median of 3 fresh processes, after loading data and models)"
     )
     for batch, row in result["scaling_samples_per_s"].items():
         cells = ", ".join(f"{k} {v:,.0f}" for k, v in row.items())
