@@ -18,11 +18,11 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks.child import run_child
 
 RESULTS = Path(__file__).parent / "results"
 CASES = [  # (label, channels, side, batch)
@@ -77,11 +77,8 @@ def child(setting: str, channels: int, side: int, batch: int, steps: int, thread
 
 
 def measure(setting: str, channels: int, side: int, batch: int, steps: int, threads: int) -> dict[str, float]:
-    args = [sys.executable, "-m", "benchmarks.allocator", "--child", setting, str(channels), str(side), str(batch)]
-    args += ["--steps", str(steps), "--threads", str(threads)]
-    out = subprocess.run(args, capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent)
-    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    args = ["--child", setting, str(channels), str(side), str(batch), "--steps", str(steps), "--threads", str(threads)]
+    return run_child("benchmarks.allocator", args)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

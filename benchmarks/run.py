@@ -30,8 +30,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,10 +39,11 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks import plain
+from benchmarks.child import run_child
 from kdlab import Distiller, __version__, accel, teacher_cache
 from kdlab.config.schema import DataConfig
 from kdlab.data.bundle import build_data
-from kdlab.data.tensors import TensorLoader
+from kdlab.data.tensors import TensorLoader, prepare_inputs
 from kdlab.loop import fit
 from kdlab.models import create_model
 from kdlab.objective import METHODS
@@ -145,13 +144,8 @@ def memory_child(kind: str, fraction: float, threads: int, repeats: int = 3) -> 
     are loaded (the peak is reset then, so loading the dataset does not count). ``repeats`` processes;
     the median peak is reported, and the largest too (single processes vary by a few hundred MB
     now and then). ``ready_mb`` is the RSS when the measurement starts."""
-    args = [sys.executable, "-m", "benchmarks.run", "--memory-child", kind, "--fraction", str(fraction)]
-    runs = []
-    for _ in range(repeats):
-        out = subprocess.run(
-            [*args, "--threads", str(threads)], capture_output=True, text=True, check=True, cwd=RESULTS.parent.parent
-        )
-        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    args = ["--memory-child", kind, "--fraction", str(fraction), "--threads", str(threads)]
+    runs = [run_child("benchmarks.run", args) for _ in range(repeats)]
     peaks = [r["peak_mb"] for r in runs]
     return {
         "peak_mb": statistics.median(peaks),
@@ -165,7 +159,7 @@ def run_memory_child(kind: str, fraction: float) -> dict[str, float]:
     teacher, init = make_models(x)
     kd_teacher = accel.prepare_model(copy.deepcopy(teacher), KDLAB_ACCEL)
     # the plain-loop user holds the float dataset; kdlab keeps uint8 and scales per batch
-    x_float = (x.float() / 255.0 if x.dtype == torch.uint8 else x) if kind == "plain_distill" else x
+    x_float = prepare_inputs(x) if kind == "plain_distill" else x
     gc.collect()
     if kind.startswith("kdlab"):  # as `kdlab run`; the plain loop keeps the C library's default.
         accel.tune_host_allocator()  # After loading: memory freed by the loading is not kept.
@@ -206,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     allocator = accel.tune_host_allocator()  # as `kdlab run` on the CPU; for both sides (process-wide)
     fraction = args.fraction if args.fraction is not None else (0.1 if args.quick else 1.0)
     dataset, x, y = load_data(fraction)
-    x_float = x.float() / 255.0 if x.dtype == torch.uint8 else x  # what the plain-loop user holds
+    x_float = prepare_inputs(x)  # what the plain-loop user holds
     teacher, init = make_models(x)
     # kdlab's side gets its own copy of the teacher in kdlab's memory format; the plain loop keeps
     # the user's model as it is.
