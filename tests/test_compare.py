@@ -273,3 +273,19 @@ def test_load_run_and_predict_reach_a_compared_method_arm(comparison: Path) -> N
     assert acc == pytest.approx(run.results["arms"]["kd"]["test_accuracy"], abs=1e-6)
     with pytest.raises(ConfigError, match=r"'distilled' is not an arm of .* \(arms: teacher, scratch, kd\)"):
         load_run(comparison / "seed-0", arms=["distilled"])
+
+
+def test_load_run_refuses_weights_named_outside_the_run_folder(comparison: Path, tmp_path: Path) -> None:
+    """results.json names each arm's weights file; a path that leaves the run folder is refused."""
+    import shutil
+
+    from kdlab import load_run
+
+    seed = tmp_path / "seed-0"
+    shutil.copytree(comparison / "seed-0", seed)
+    res = json.loads((seed / "results.json").read_text())
+    res["arms"]["kd"]["weights"] = "../seed-0/student-kd.safetensors"  # the very same file, reached from outside
+    (seed / "results.json").write_text(json.dumps(res))
+    with pytest.raises(KdlabError, match=r"arm 'kd' names weights outside the run folder"):
+        load_run(seed)
+    assert set(load_run(seed, arms=["scratch"]).models) == {"scratch"}

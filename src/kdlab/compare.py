@@ -89,8 +89,8 @@ def parse_methods(methods: str | Sequence[str], base: DistillConfig) -> list[Met
             default = DistillConfig.model_fields[key].default
             if key not in own and raw[key] != default and refuses(name, key, raw[key]):
                 notes.append(
-                    f"{item}: distill.{key}={yaml.safe_dump(raw[key]).splitlines()[0]} from the experiment "
-                    f"does not apply to {name}; this arm uses {key}={yaml.safe_dump(default).splitlines()[0]}"
+                    f"{item}: distill.{key}={json.dumps(raw[key])} from the experiment "
+                    f"does not apply to {name}; this arm uses {key}={json.dumps(default)}"
                 )
                 raw[key] = default
         try:

@@ -83,9 +83,11 @@ class LoadedRun:
 
     def model(self, arm: str = "distilled") -> nn.Module:
         if arm not in self.models:
-            recorded = ", ".join(self.results.get("arms", {})) or "none"
-            if arm not in self.results.get("arms", {}):
-                raise ConfigError(f"--arm: '{arm}' is not an arm of {self.path} (arms: {recorded})")
+            recorded = self.results.get("arms", {})
+            if arm not in recorded:
+                raise ConfigError(
+                    f"--arm: '{arm}' is not an arm of {self.path} (arms: {', '.join(recorded) or 'none'})"
+                )
             raise KdlabError(f"{self.path}: has no weights for arm '{arm}' (arms: {', '.join(self.models) or 'none'})")
         return self.models[arm]
 
