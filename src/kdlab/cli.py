@@ -231,9 +231,16 @@ def main() -> None:
         err_console.print("aborted", markup=False)
         sys.exit(130)
     except Exception as e:
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
+        if _is_usage_error(e):  # typer/click's own errors: short usage message, exit 2
+            e.show()  # type: ignore[attr-defined]
+            sys.exit(e.exit_code)  # type: ignore[attr-defined]
         raise
+
+
+def _is_usage_error(e: BaseException) -> bool:
+    """True for click's ``ClickException`` family (usage errors, bad option values, missing args).
+
+    Recognised by its interface, not its class: typer releases differ in whether they use the
+    ``click`` package or a copy of it inside typer, so importing ``click`` here would break on some.
+    """
+    return any(c.__name__ == "ClickException" for c in type(e).__mro__) and callable(getattr(e, "show", None))
