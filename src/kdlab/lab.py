@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdlab import __version__, losses, metrics
+from kdlab import __version__, losses, metrics, teacher_cache
 from kdlab.checkpoint import ArmCheckpoint, FitState
 from kdlab.config.schema import DistillConfig, ExperimentConfig
 from kdlab.data.bundle import DataBundle, build_data
@@ -172,6 +172,8 @@ def check_inputs(cfg: ExperimentConfig, arms: Mapping[str, DistillConfig] | None
         )
         load_weights(probe, cfg.teacher.checkpoint, what=f"teacher '{cfg.teacher.model}'")
     for distill in (arms or {"distilled": cfg.distill}).values():
+        # A cache that cannot be used is refused before any training, not after the teacher.
+        teacher_cache.decide(distill.teacher_cache, objective=None, augment_random=cfg.train.augment.random)
         _check_distill(cfg.model_copy(update={"distill": distill}), data)
     return data
 
@@ -215,6 +217,7 @@ def _run_arms(
     splits = rt.place({k: getattr(data, k) for k in ("train", "val", "test")})
     test_loader = TensorLoader(splits["test"].x, splits["test"].y, batch_size=cfg.train.eval_batch_size)
     val = splits["val"] if len(splits["val"]) else None
+    arm_cache: dict[str, str] = {}
 
     def make(model_name: str, seed: int) -> nn.Module:
         torch.manual_seed(seed)
@@ -256,7 +259,14 @@ def _run_arms(
         say(f"{arm}: test accuracy {100 * acc:.2f}%")
         return logits
 
-    def train(arm: str, model: nn.Module, seed: int, epochs: int, distiller: Distiller | None = None) -> History:
+    def train(
+        arm: str,
+        model: nn.Module,
+        seed: int,
+        epochs: int,
+        distiller: Distiller | None = None,
+        settings: DistillConfig | None = None,
+    ) -> History:
         prog = progress(arm) if progress else None
         optimizer = make_optimizer(
             [p for p in model.parameters() if p.requires_grad],
@@ -281,6 +291,7 @@ def _run_arms(
             seed=seed,
             device=device,
             select=cfg.train.select,
+            eval_batch_size=cfg.train.eval_batch_size,
             progress=prog,
             **rt.fit_options(),
         )
@@ -288,9 +299,15 @@ def _run_arms(
         try:
             if distiller is not None:
                 teacher_fn = rt.teacher_fn(
-                    distiller.objective, distiller.teacher, splits["train"], distiller.teacher_logits, say
+                    settings or cfg.distill,
+                    distiller.objective,
+                    distiller.teacher,
+                    splits["train"],
+                    distiller.teacher_logits,
+                    say,
                 )
                 results["teacher_cache"] = rt.cache
+                arm_cache[arm] = "live" if rt.cache["status"] == "off" else "cached"
                 return distiller.fit(loader, val, teacher_fn=teacher_fn, **kwargs)
             return fit(model, loader, val, **kwargs)
         except TrainingError as e:
@@ -329,8 +346,10 @@ def _run_arms(
             # arm's checkpoints (resume) hold them together with the student.
             distiller = make_distiller(cfg, teacher, student, prepare_inputs(splits["train"].x[:2]), distill=dc)
         trained = distiller.trainable_module() if distiller is not None else student
-        history = train(arm, trained, student_seed, cfg.student.epochs, distiller)
+        history = train(arm, trained, student_seed, cfg.student.epochs, distiller, dc)
         extra: dict[str, Any] = {"model": cfg.student.model}
+        if arm in arm_cache:  # where this arm's teacher logits came from: "cached" or "live"
+            extra["teacher_outputs"] = arm_cache[arm]
         projectors = (
             PROJECTORS_FILE
             if arm == "distilled"

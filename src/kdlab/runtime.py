@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from kdlab import accel, distributed, teacher_cache
-from kdlab.config.schema import ExperimentConfig
+from kdlab.config.schema import DistillConfig, ExperimentConfig
 from kdlab.data.augment import build_augment
 from kdlab.data.tensors import Batch, Split, TensorLoader
 from kdlab.loop import resolve_device
@@ -39,8 +39,6 @@ class Runtime:
     @classmethod
     def start(cls, cfg: ExperimentConfig) -> Runtime:
         """Resolve the device, join the torchrun process group if launched by it, plan precision."""
-        # A cache that cannot be used is refused before any training, not after the teacher.
-        teacher_cache.decide(cfg.distill.teacher_cache, objective=None, augment_random=cfg.train.augment.random)
         here, device = distributed.setup(resolve_device(cfg.device))
         plan = accel.plan(device, precision=cfg.train.precision, compile=cfg.train.compile)
         if device.type == "cpu" and cfg.train.host_allocator == "auto":
@@ -89,14 +87,19 @@ class Runtime:
     # ------------------------------------------------------------------ teacher cache
     def teacher_fn(
         self,
+        settings: DistillConfig,
         objective: Any,
         teacher: nn.Module,
         train: Split,
         live: Callable[[Batch], Tensor],
         say: Callable[[str], None],
     ) -> Callable[[Batch], Tensor] | None:
-        """The distillation arm's teacher function: a cache lookup when valid, else None (live)."""
-        cfg = self.cfg.distill
+        """The distillation arm's teacher function: a cache lookup when valid, else None (live).
+
+        ``settings`` are the arm's own distill settings (a comparison's arms differ), so
+        ``kdlab compare -m kd:teacher_cache=off`` runs that arm's teacher live.
+        """
+        cfg = settings
         aug = self.cfg.train.augment
         use, reason = teacher_cache.decide(cfg.teacher_cache, objective=objective, augment_random=aug.random)
         if not use:
