@@ -43,3 +43,21 @@ def test_compare_arm_teacher_cache_off_runs_a_live_teacher(tmp_path: Path) -> No
     assert arms["kd:teacher_cache=off"]["teacher_outputs"] == "live"
     # Same teacher, same data order, same initial weights: cached and live logits train alike.
     assert arms["kd:teacher_cache=off"]["test_accuracy"] == pytest.approx(arms["kd"]["test_accuracy"], abs=1e-6)
+
+
+def test_a_users_checkpoint_may_store_another_float_precision(tmp_path: Path) -> None:
+    import torch
+
+    from kdlab.errors import CheckpointError
+    from kdlab.io import load_weights, save_weights
+    from kdlab.models import create_model
+
+    src = create_model("mlp-teacher", num_classes=10, input_shape=(1, 8, 8))
+    save_weights(src.to(torch.float16), tmp_path / "half.safetensors")
+    model = create_model("mlp-teacher", num_classes=10, input_shape=(1, 8, 8))
+    with pytest.raises(CheckpointError, match=r"stored as F16 but the model 'x' model's is F32|stored as F16"):
+        load_weights(model, tmp_path / "half.safetensors", what="model 'x'")  # a run's own record: exact
+    load_weights(model, tmp_path / "half.safetensors", convert_floats=True)  # a user's checkpoint: converted
+    for (name, got), want in zip(model.state_dict().items(), src.state_dict().values(), strict=True):
+        assert got.dtype == torch.float32, name
+        torch.testing.assert_close(got, want.float())

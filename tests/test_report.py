@@ -104,3 +104,26 @@ def test_report_renders_in_headless_chromium(report: Path) -> None:
     assert cost["kd"]["agree"] == f"{100 * comp['arms']['kd']['metrics']['teacher_agreement']['mean']:.2f}"
     assert cost["teacher"]["agree"] == "—"  # the teacher is not compared with itself
     assert len(images) == 4 and all(ok and w > 0 and h > 0 for ok, w, h in images)
+
+
+def test_render_escapes_every_string_whatever_the_template_name(tmp_path: Path) -> None:
+    """select_autoescape() goes by the file name and left `report.html.j2` unescaped."""
+    from kdlab.report.collect import ReportData
+    from kdlab.report.render import render_report
+
+    mark = "<script>alert(1)</script>"
+    data = ReportData(
+        kind="run",
+        folder=tmp_path,
+        title=mark,
+        arms={mark: {"model": mark, "n": 0, "metrics": {}}},
+        seeds={0: {"arms": {}}},
+        history={},
+        config_text=f"name: {mark}\n",
+        env={"argv": [mark]},
+        status=mark,
+    )
+    html = render_report(data)
+    assert "<script" not in html
+    assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 6  # title ×2, arm ×2 rows, model, config, status
+    assert 'data-arm="&lt;script&gt;' in html

@@ -75,7 +75,7 @@ def run(
             raise typer.Exit(SIGNAL_EXIT.get(stop.signum or signal.SIGINT, 130)) from None
     if launch_rank() != 0:  # under torchrun only rank 0 reports (and only it wrote a run folder)
         return
-    print_results(read_results(run_dir), console)
+    print_results(read_results(run_dir), console, run_dir)
     _write_report_safely(run_dir)
     console.print(f"run folder: {run_dir}")
 
@@ -86,7 +86,7 @@ def show(run_dir: Annotated[Path, typer.Argument(help="a run folder written by `
     from kdlab.report.table import print_results
     from kdlab.runs import read_results
 
-    print_results(read_results(run_dir), console)
+    print_results(read_results(run_dir), console, run_dir)
 
 
 @app.command()
@@ -204,10 +204,15 @@ def export(
 
 def _write_report_safely(folder: Path) -> None:
     """Write report.html after a run; a failure is reported but never loses the recorded results."""
+    from kdlab.errors import StorageError
     from kdlab.report.render import write_report
 
     try:
         write_report(folder)
+    except OSError as e:  # a full disk (StorageError is one): the results are recorded, the report is not
+        raise StorageError(
+            f"{e}; report.html not written (the results are recorded): run `kdlab report {folder}` once there is space"
+        ) from None
     except Exception as e:  # the results are already on disk: say what failed and carry on
         err_console.print(
             f"warning: report.html not written ({type(e).__name__}: {e}); retry with `kdlab report {folder}`",

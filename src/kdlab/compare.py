@@ -24,17 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from kdlab import __version__, stats
-from kdlab.config.load import format_validation_error
+from kdlab.config.load import format_validation_error, parse_value
 from kdlab.config.schema import DistillConfig, ExperimentConfig
 from kdlab.errors import ConfigError, KdlabError
 from kdlab.io import atomic_write_json, atomic_write_text
 from kdlab.lab import ProgressFactory, check_inputs, run_lab
 from kdlab.loop import resolve_device
 from kdlab.objective import METHODS, refuses
+from kdlab.records import COMPARISON_DAMAGED, ComparisonRecord, check_record, read_json_record, read_run_config
 from kdlab.report.collect import BASE_ARMS, EXTRA_METRICS, METRIC, summarize_arms
 from kdlab.runs import create_run_dir, env_info, read_results, write_config
 
@@ -82,7 +82,7 @@ def parse_methods(methods: str | Sequence[str], base: DistillConfig) -> list[Met
             key, sep, text = setting.partition("=")
             if not sep or not key.strip():
                 raise ConfigError(f"--methods {item!r}: expected method:key=value, e.g. kd:temperature=8")
-            raw[key.strip()] = yaml.safe_load(text) if text.strip() else ""
+            raw[key.strip()] = parse_value(text, f"--methods {name}:{key.strip()[:40]}")  # bounded YAML
             own.add(key.strip())
         notes: list[str] = []
         for key in METHOD_SPECIFIC:
@@ -162,6 +162,8 @@ def run_comparison(
         write_config(comp_dir, cfg.model_dump(mode="json"))
         atomic_write_json(comp_dir / "env.json", env_info(resolve_device(cfg.device), cfg.seed))
     previous = _read_comparison(comp_dir) if resume is not None else {}
+    if resume is not None:
+        _check_seed_folders(comp_dir, previous["seeds"])
     # A resumed comparison finishes every arm and seed it was started with, plus the new ones.
     stored = [MethodSpec(a, DistillConfig.model_validate(m)) for a, m in previous.get("methods", {}).items()]
     specs = [*(s for s in stored if s.arm not in {n.arm for n in specs}), *specs]
@@ -194,23 +196,33 @@ def _known() -> str:
 
 
 def _read_comparison(comp_dir: Path) -> dict[str, Any]:
+    """comparison.json, read with the record bounds and validated (:class:`kdlab.records.ComparisonRecord`)."""
     path = comp_dir / COMPARISON_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise KdlabError(f"{path}: unreadable ({e})") from None
-    if not isinstance(data, dict) or data.get("kind") != "comparison":
-        raise KdlabError(f"{path}: not a kdlab comparison file")
-    return data
+    data = read_json_record(path, hint=COMPARISON_DAMAGED)
+    if isinstance(data, dict) and data.get("kind") != "comparison":
+        raise KdlabError(f"{path}: not a kdlab comparison file (kind is not 'comparison')")
+    check_record(ComparisonRecord, data, path, hint=COMPARISON_DAMAGED, what="a kdlab comparison file")
+    return dict(data)
+
+
+def _check_seed_folders(comp_dir: Path, seeds: Sequence[int]) -> None:
+    """The records a resumed comparison reads of its seed folders (results, checkpoints) are sound,
+    before it writes anything: a damaged one is one line, and the folder stays as it was."""
+    from kdlab.checkpoint import ArmCheckpoint
+
+    for seed in seeds:
+        seed_dir = comp_dir / f"seed-{seed}"
+        if (seed_dir / "results.json").is_file():
+            read_results(seed_dir)
+        for folder in sorted((seed_dir / "checkpoints").glob("*/")):
+            if (ckpt := ArmCheckpoint(folder, folder.name)).exists():
+                ckpt.verify()
 
 
 def _check_resumable(comp_dir: Path, cfg: ExperimentConfig) -> None:
     if not (comp_dir / COMPARISON_FILE).is_file():
         raise KdlabError(f"--resume {comp_dir}: not a comparison folder (no {COMPARISON_FILE}); give one to resume")
-    try:
-        stored = yaml.safe_load((comp_dir / "config.resolved.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise KdlabError(f"--resume {comp_dir}: config.resolved.yaml unreadable ({e})") from None
+    stored = read_run_config(comp_dir / "config.resolved.yaml", hint=COMPARISON_DAMAGED).model_dump(mode="json")
     current = cfg.model_dump(mode="json")
     diff = _first_difference(stored, current, ignore={"seed", "out"})
     if diff is not None:
@@ -258,7 +270,11 @@ def write_comparison(
         "arms": summarize_arms(per_seed, arm_names),
         "seed_folders": {str(s): f"seed-{s}" for s in per_seed},
     }
-    atomic_write_json(comp_dir / COMPARISON_FILE, comparison)
+    # A "complete" comparison.json is written last, after comparison.csv, so that a full disk in
+    # between leaves the previous one ("running", which --resume finishes); any other goes first,
+    # so a new comparison folder is resumable from its first write on.
+    if status != "complete":
+        atomic_write_json(comp_dir / COMPARISON_FILE, comparison)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
@@ -267,6 +283,8 @@ def write_comparison(
             if arm in res.get("arms", {}):
                 writer.writerow({"arm": arm, "seed": seed, **res["arms"][arm]})
     atomic_write_text(comp_dir / "comparison.csv", buf.getvalue())
+    if status == "complete":
+        atomic_write_json(comp_dir / COMPARISON_FILE, comparison)
     return comparison
 
 

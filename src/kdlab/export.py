@@ -26,8 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from kdlab.config.schema import ExperimentConfig
 from kdlab.errors import KdlabError
 from kdlab.predict import load_run
+from kdlab.records import read_run_config
 
 FORMATS = ("onnx",)
 PARITY_ATOL = 1e-4
@@ -61,18 +63,20 @@ def load_arm(run_dir: Path, arm: str) -> tuple[nn.Module, dict[str, Any]]:
     return run.models[arm], run.results
 
 
-def example_inputs(run_dir: Path, results: dict[str, Any], n: int = 8) -> torch.Tensor:
-    """``n`` test inputs of the run (rebuilt from its config), or zeros of the input shape."""
+def example_inputs(
+    run_dir: Path, results: dict[str, Any], n: int = 8, *, config: ExperimentConfig | None = None
+) -> torch.Tensor:
+    """``n`` test inputs of the run (rebuilt from its validated config), or zeros of the input shape.
+
+    ``results`` is a validated results.json (:func:`kdlab.runs.read_results`), so the shape is
+    bounded (``docs/reliability.md``).
+    """
     shape = tuple(results["data"]["input_shape"])
     try:
-        import yaml
-
-        from kdlab.config.load import validate
         from kdlab.data.bundle import build_data
         from kdlab.data.tensors import prepare_inputs
 
-        raw = yaml.safe_load((Path(run_dir) / "config.resolved.yaml").read_text(encoding="utf-8"))
-        cfg = validate(raw, str(run_dir))
+        cfg = config if config is not None else read_run_config(Path(run_dir) / "config.resolved.yaml")
         data = build_data(cfg.data, int(results.get("seed", cfg.seed)))
         return prepare_inputs(data.test.x[:n]).cpu()
     except (KdlabError, OSError):
@@ -108,8 +112,9 @@ def export_onnx(run_dir: Path, *, arm: str = "distilled", out: Path | None = Non
     """
     ort = require_onnx()
     run_dir = Path(run_dir)
-    model, results = load_arm(run_dir, arm)
-    x = example_inputs(run_dir, results)
+    run = load_run(run_dir, arms=[arm])  # every record of the folder validated, weights checked
+    model, results = run.models[arm], run.results
+    x = example_inputs(run_dir, results, config=run.config)
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", arm)
     path = Path(out) if out is not None else run_dir / "export" / f"{safe}.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)

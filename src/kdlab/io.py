@@ -9,6 +9,7 @@ for ``.pt`` files).
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -53,8 +54,85 @@ def atomic_write_text(path: Path, text: str) -> None:
     _atomic(path, lambda f: f.write(text.encode("utf-8")), "wb")
 
 
+NONFINITE_KEY = "nonfinite"
+"""Top-level key of a JSON record listing the non-finite floats written as ``null``: JSON Pointer
+(RFC 6901) of each -> ``"NaN"``, ``"Infinity"`` or ``"-Infinity"`` (docs/run-folder.md)."""
+
+_NONFINITE_TEXT = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+def _pointer_token(key: object) -> str:
+    return str(key).replace("~", "~0").replace("/", "~1")
+
+
+def _strict(obj: Any, pointer: str, found: dict[str, str]) -> Any:
+    """``obj`` with every non-finite float replaced by None, each recorded in ``found``."""
+    if isinstance(obj, float):
+        if math.isfinite(obj):
+            return obj
+        found[pointer] = "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
+        return None
+    if isinstance(obj, dict):
+        return {k: _strict(v, f"{pointer}/{_pointer_token(k)}", found) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_strict(v, f"{pointer}/{i}", found) for i, v in enumerate(obj)]
+    return obj
+
+
+def _resolve(obj: Any, pointer: str) -> tuple[Any, Any] | None:
+    """The (container, key) a JSON Pointer names in ``obj``, or None when it names nothing."""
+    parent: Any = None
+    key: Any = None
+    node = obj
+    for token in pointer.split("/")[1:]:
+        token = token.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and token in node:
+            parent, key = node, token
+        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            parent, key = node, int(token)
+        else:
+            return None
+        node = parent[key]
+    return None if parent is None else (parent, key)
+
+
+def strict_json(obj: Any) -> str:
+    """``obj`` as standard JSON (indented): NaN and ±inf, which strict parsers refuse, become
+    ``null`` and are listed under the top-level ``"nonfinite"`` key of a dict (JSON Pointer ->
+    ``"NaN"`` / ``"Infinity"`` / ``"-Infinity"``).
+
+    Entries of an existing ``"nonfinite"`` map (a record read back and written again) are kept while
+    the value they name is still ``null``, so a rewrite never loses the note.
+    """
+    found: dict[str, str] = {}
+    clean = _strict(obj, "", found)
+    if isinstance(clean, dict):
+        earlier = clean.pop(NONFINITE_KEY, None)
+        if isinstance(earlier, dict):
+            for pointer, text in earlier.items():
+                spot = _resolve(clean, str(pointer))
+                if text in _NONFINITE_TEXT and spot is not None and spot[0][spot[1]] is None:
+                    found.setdefault(str(pointer), text)
+        if found:
+            clean[NONFINITE_KEY] = dict(sorted(found.items()))
+    return json.dumps(clean, indent=2, sort_keys=False, default=str, allow_nan=False)
+
+
+def restore_nonfinite(obj: Any) -> Any:
+    """Undo :func:`strict_json` on a parsed record: put the listed NaN/±inf back in place of their
+    ``null`` and drop the ``"nonfinite"`` map (in place; returns ``obj``)."""
+    if not isinstance(obj, dict) or not isinstance(obj.get(NONFINITE_KEY), dict):
+        return obj
+    for pointer, text in obj.pop(NONFINITE_KEY).items():
+        spot = _resolve(obj, str(pointer))
+        if text in _NONFINITE_TEXT and spot is not None and spot[0][spot[1]] is None:
+            spot[0][spot[1]] = _NONFINITE_TEXT[text]
+    return obj
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    """Write ``obj`` as standard JSON (:func:`strict_json`: no bare NaN or Infinity), atomically."""
+    atomic_write_text(path, strict_json(obj) + "\n")
 
 
 def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
@@ -85,6 +163,25 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None =
     return Path(path).stat().st_size
 
 
+SAFETENSORS_DTYPES: dict[torch.dtype, str] = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+"""torch dtype -> the name safetensors headers use."""
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return SAFETENSORS_DTYPES.get(dtype, str(dtype).removeprefix("torch."))
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read weights from ``.safetensors`` or a weights-only ``.pt``/``.pth``; never unpickles objects."""
     path = Path(path)
@@ -96,7 +193,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
         try:
             return load_file(str(path))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        except (SafetensorError, OSError, ValueError, RuntimeError, MemoryError) as e:
             raise CheckpointError(f"{path}: not a readable safetensors file ({e}); re-save or re-train it") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -112,27 +209,80 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_weights(model: nn.Module, path: Path, *, what: str = "model") -> nn.Module:
-    """Load weights into ``model``; a file that does not fit says which keys or shapes differ."""
-    state = read_state_dict(path)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    extra = [k for k in state if k not in own]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and state[k].shape != v.shape
-    ]
+def safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Tensor name -> (dtype name, shape) from a safetensors file's header; no tensor is read.
+
+    safetensors checks that the header's shapes, dtypes and offsets match the file's size, so a
+    header claiming tensors larger than the file is refused here.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: (str(f.get_slice(k).get_dtype()), tuple(f.get_slice(k).get_shape())) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e}); re-save or re-train it") from None
+
+
+FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
+
+
+def check_fit(
+    path: Path,
+    stored: dict[str, tuple[str, tuple[int, ...]]],
+    model: nn.Module,
+    *,
+    what: str = "model",
+    convert_floats: bool = False,
+) -> None:
+    """Raise a one-line CheckpointError unless ``stored`` (name -> (dtype, shape)) has exactly the
+    model's state-dict keys, shapes and dtypes. An F32 tensor whose header was edited to I32 would
+    load as garbage, so a dtype that differs is refused, naming the key and both dtypes — except,
+    with ``convert_floats`` (a user's own checkpoint), one floating-point precision stored for
+    another (F16/BF16/F64 weights for an F32 model), which ``load_state_dict`` converts."""
+    own = {k: (dtype_name(v.dtype), tuple(v.shape)) for k, v in model.state_dict().items()}
+    missing = [k for k in own if k not in stored]
+    extra = [k for k in stored if k not in own]
+    shapes = [f"{k} {stored[k][1]} vs {v[1]}" for k, v in own.items() if k in stored and stored[k][1] != v[1]]
     if missing or extra or shapes:
         detail = "; ".join(
             s
             for s in (
                 f"missing {', '.join(missing[:3])}" if missing else "",
-                f"unexpected {', '.join(extra[:3])}" if extra else "",
+                f"unexpected {', '.join(k[:80] for k in extra[:3])}" if extra else "",
                 f"shape {', '.join(shapes[:2])}" if shapes else "",
             )
             if s
         )
         raise CheckpointError(f"{path}: does not fit the {what} architecture ({detail}); check the model name")
+    for k, (dtype, _shape) in own.items():
+        if convert_floats and stored[k][0] in FLOAT_DTYPES and dtype in FLOAT_DTYPES:
+            continue
+        if stored[k][0] != dtype:
+            raise CheckpointError(
+                f"{path}: {k} is stored as {stored[k][0]} but the {what} model's is {dtype} "
+                f"(a damaged or edited file, or weights of another precision); save the weights as {dtype}"
+            )
+
+
+def check_weights(model: nn.Module, path: Path, *, what: str = "model", convert_floats: bool = False) -> None:
+    """:func:`check_fit` of a ``.safetensors`` file from its header alone (``model`` may live on the
+    meta device): nothing is read or allocated unless the file fits. Other files are checked when loaded."""
+    if Path(path).suffix == ".safetensors":
+        check_fit(Path(path), safetensors_header(path), model, what=what, convert_floats=convert_floats)
+
+
+def load_weights(model: nn.Module, path: Path, *, what: str = "model", convert_floats: bool = False) -> nn.Module:
+    """Load weights into ``model``; a file whose keys, shapes or dtypes differ from the model's
+    says which (:func:`check_fit`), before any tensor of a ``.safetensors`` file is read.
+    ``convert_floats``: accept another floating-point precision (a user's checkpoint, not a run's record)."""
+    path = Path(path)
+    check_weights(model, path, what=what, convert_floats=convert_floats)
+    state = read_state_dict(path)
+    stored = {k: (dtype_name(v.dtype), tuple(v.shape)) for k, v in state.items()}
+    check_fit(path, stored, model, what=what, convert_floats=convert_floats)
     model.load_state_dict(state)
     return model

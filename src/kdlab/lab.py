@@ -11,7 +11,8 @@ failure in a later arm never loses a finished one):
 4. scratch student trained with CE, saved, evaluated;
 5. distilled student (same initial weights and data order as scratch) trained with
    α·CE + (1−α)·D against the frozen teacher, saved, evaluated;
-6. ``history.csv``, ``results.json`` (status complete) and ``plots/accuracy.png``.
+6. ``plots/accuracy.png``, then ``results.json`` with status complete — written last, so a folder
+   that says complete holds every file it promises.
 """
 
 from __future__ import annotations
@@ -126,13 +127,18 @@ def _run_lab(
             if run_dir is not None
             else create_run_dir(rt.out_dir(out if out is not None else cfg.out), cfg.name)
         )
-        write_config(run_dir, cfg.model_dump(mode="json"))
+        try:
+            write_config(run_dir, cfg.model_dump(mode="json"))
+        except OSError:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # still empty: a full disk at the first write leaves no folder behind
+            raise
     else:
         run_dir = Path(resume)
     with RunLock(run_dir), deterministic_mode(cfg.deterministic):
-        if resume is None:
+        if resume is None or not (run_dir / "env.json").is_file():  # (a full disk stopped its first write)
             atomic_write_json(run_dir / "env.json", {**env_info(device, cfg.seed), **repro_info(cfg.deterministic)})
-        else:
+        if resume is not None:
             note_resume(run_dir, sys.argv)
         try:
             _run_arms(cfg, data, run_dir, rt, progress, log, resume is not None, stop, arms)
@@ -142,10 +148,28 @@ def _run_lab(
                 e.run_dir = run_dir
             raise
         except Exception as e:  # a non-finite loss, a full disk, a bug: the folder says what happened
+            error = _storage_error(e, run_dir, resumable=arms is None) if isinstance(e, OSError) else e
             with contextlib.suppress(Exception):  # never hide the original error behind this one
-                mark_status(run_dir, "failed", error=str(e) or type(e).__name__)
-            raise
+                mark_status(run_dir, "failed", error=str(error) or type(error).__name__)
+            if error is e:
+                raise
+            raise error from None
     return run_dir
+
+
+def _storage_error(e: OSError, run_dir: Path, *, resumable: bool) -> Exception:
+    """A failed write during the run as one line that says how to go on: free the space, then resume
+    (every finished arm and the last complete epoch are kept). Other OS errors are left as they are."""
+    import errno
+
+    from kdlab.errors import StorageError
+
+    if not isinstance(e, StorageError):
+        if e.errno not in {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG}:
+            return e
+        where = e.filename if e.filename is not None else run_dir
+        e = StorageError(f"{where}: cannot write ({e.strerror or e}); free disk space or choose a writable folder")
+    return StorageError(f"{e}; then resume with: {resume_command(run_dir)}") if resumable else e
 
 
 def check_inputs(cfg: ExperimentConfig, arms: Mapping[str, DistillConfig] | None = None) -> DataBundle:
@@ -170,7 +194,7 @@ def check_inputs(cfg: ExperimentConfig, arms: Mapping[str, DistillConfig] | None
             input_shape=data.input_shape,
             vocab_size=data.meta.get("vocab_size"),
         )
-        load_weights(probe, cfg.teacher.checkpoint, what=f"teacher '{cfg.teacher.model}'")
+        load_weights(probe, cfg.teacher.checkpoint, what=f"teacher '{cfg.teacher.model}'", convert_floats=True)
     for distill in (arms or {"distilled": cfg.distill}).values():
         # A cache that cannot be used is refused before any training, not after the teacher.
         teacher_cache.decide(distill.teacher_cache, objective=None, augment_random=cfg.train.augment.random)
@@ -321,7 +345,7 @@ def _run_arms(
         teacher.eval()
         t_logits = predict(teacher, test_loader)[0]
     elif cfg.teacher.checkpoint is not None:
-        load_weights(teacher, cfg.teacher.checkpoint, what=f"teacher '{cfg.teacher.model}'")
+        load_weights(teacher, cfg.teacher.checkpoint, what=f"teacher '{cfg.teacher.model}'", convert_floats=True)
         say(f"teacher: loaded {cfg.teacher.checkpoint}")
         t_history = None
         source = str(cfg.teacher.checkpoint)
@@ -358,8 +382,10 @@ def _run_arms(
         if distiller is not None and distiller.save_projectors(run_dir / projectors) is not None:
             extra["projectors"] = projectors  # feature-method projectors, saved beside the student
         record(arm, student, history, extra, teacher_logits=t_logits)
-    rt.link_cache(run_dir)
-    results["teacher_cache"] = rt.cache
+    with contextlib.suppress(OSError):  # the cache's copy in the run folder is a convenience
+        rt.link_cache(run_dir)
+    if rt.cache or "teacher_cache" not in results:  # a resumed run whose arms were all done keeps its record
+        results["teacher_cache"] = rt.cache
 
     arms = results["arms"]
     if distilled is None:
@@ -370,11 +396,16 @@ def _run_arms(
             * (arms["teacher"]["test_accuracy"] - arms["distilled"]["test_accuracy"]),
             "note": "one seed: a gap of 1-3 points is within seed-to-seed noise; use several seeds to conclude",
         }
-    results["status"] = "complete"
-    write_results(run_dir, results)
+    # "complete" is written last, once every file the run promises is on disk (a full disk before
+    # this point leaves a "running" or "failed" run that --resume finishes).
     from kdlab.report.figures import plot_accuracy
 
     plot_accuracy(run_dir, history_rows)
+    results["status"] = "complete"
+    write_results(run_dir, results)
+    from kdlab.recovery import clear_failed_marker
+
+    clear_failed_marker(run_dir)
 
 
 def make_distiller(

@@ -6,6 +6,7 @@ See ``docs/reliability.md`` for what the user sees.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import shlex
@@ -94,8 +95,9 @@ class RunLock:
             raise KdlabError(
                 f"{self.path.parent}: another kdlab process is using this run folder; wait for it or stop it"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        with contextlib.suppress(OSError):  # the pid is for people; a full disk must not fail the lock
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
         return self
 
@@ -110,15 +112,69 @@ def resume_command(run_dir: Path) -> str:
     return f"kdlab run --resume {shlex.quote(str(run_dir))}"
 
 
-def mark_status(run_dir: Path, status: str, **info: Any) -> None:
-    """Set ``results.json``'s status (``interrupted``, ``failed``) and what happened, atomically."""
+FAILED_MARKER = ".failed"
+"""Left beside ``results.json`` when a failure could not be recorded in it (a full disk): holds
+the error message, or nothing when even that did not fit. ``kdlab show`` reads it; a resumed run
+that completes removes it."""
+
+
+def mark_status(run_dir: Path, status: str, **info: Any) -> bool:
+    """Set ``results.json``'s status (``interrupted``, ``failed``) and what happened, atomically.
+
+    Never raises for a write that fails (the error being recorded is the one to report): when
+    results.json cannot be rewritten (a full disk), it keeps ``running``, which ``--resume``
+    continues, and a failure leaves the :data:`FAILED_MARKER` file instead. Returns whether
+    results.json now says ``status``.
+    """
     try:
         results = read_results(run_dir)
     except KdlabError:
-        return  # the run died before its first results.json: nothing to mark
+        return False  # the run died before its first results.json: nothing to mark
     results["status"] = status
     results[status] = info
-    write_results(run_dir, results)
+    try:
+        write_results(run_dir, results)
+    except OSError:
+        if status == "failed":
+            _leave_failed_marker(Path(run_dir), str(info.get("error", "")))
+        return False
+    return True
+
+
+def _leave_failed_marker(run_dir: Path, message: str) -> None:
+    """The smallest note a full disk may still take: a new file needs an inode, not a block; its
+    text goes in when a block is left (written to a temporary name first, renamed into place)."""
+    tmp = run_dir / f"{FAILED_MARKER}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except OSError:
+        return
+    try:
+        os.write(fd, (message[:2000] + "\n").encode("utf-8", "replace"))
+    except OSError:
+        os.ftruncate(fd, 0)  # no block left: the empty file still says "failed"
+    finally:
+        os.close(fd)
+    try:
+        os.replace(tmp, run_dir / FAILED_MARKER)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def read_failed_marker(run_dir: Path) -> str | None:
+    """The message of an unrecorded failure (:data:`FAILED_MARKER`; ``""`` when it holds none), or None."""
+    path = Path(run_dir) / FAILED_MARKER
+    try:
+        with path.open("rb") as f:
+            return f.read(4000).decode("utf-8", "replace").strip()
+    except OSError:
+        return None
+
+
+def clear_failed_marker(run_dir: Path) -> None:
+    """Remove the :data:`FAILED_MARKER` of an earlier failure (the run is going on, or complete)."""
+    with contextlib.suppress(OSError):
+        (Path(run_dir) / FAILED_MARKER).unlink(missing_ok=True)
 
 
 def read_history_rows(run_dir: Path, arms: set[str]) -> list[dict[str, Any]]:
@@ -127,12 +183,29 @@ def read_history_rows(run_dir: Path, arms: set[str]) -> list[dict[str, Any]]:
     Floats were written with ``repr`` and read back bit for bit; empty cells (a column another arm
     has) are dropped, so rewriting the rows gives the same file.
     """
+    import io
+
+    from kdlab.records import DAMAGED, HistoryRow, check_record, read_record_bytes
+
     path = Path(run_dir) / "history.csv"
     if not path.is_file():
         return []
-    with path.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    return [{k: _number(v) for k, v in row.items() if v != ""} for row in rows if row.get("arm") in arms]
+    try:
+        text = read_record_bytes(path).decode("utf-8")
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise KdlabError(f"{path}: unreadable ({str(e)[:120]}); {DAMAGED}") from None
+    out = []
+    for n, row in enumerate(rows, start=2):  # line 1 is the header
+        if None in row:
+            raise KdlabError(f"{path}: line {n}: more cells than columns; {DAMAGED}")
+        parsed = {k: _number(v) for k, v in row.items() if v not in ("", None)}
+        check_record(HistoryRow, parsed, path, at=f"line {n}: ")
+        if not isinstance(parsed.get("arm"), str):
+            raise KdlabError(f"{path}: line {n}: arm: Field required; {DAMAGED}")
+        if parsed["arm"] in arms:
+            out.append(parsed)
+    return out
 
 
 def _number(text: str) -> Any:
@@ -146,18 +219,24 @@ def _number(text: str) -> Any:
 
 def note_resume(run_dir: Path, argv: list[str]) -> None:
     """Append this resumption (time, command) to ``env.json``'s ``resumes`` list."""
-    import json
     import time
 
     from kdlab.io import atomic_write_json
 
     path = Path(run_dir) / "env.json"
-    try:
-        env = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        env = {}
+    env = read_env(path) if path.is_file() else {}
     env.setdefault("resumes", []).append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": argv})
     atomic_write_json(path, env)
+
+
+def read_env(path: Path) -> dict[str, Any]:
+    """``env.json`` read and validated (:class:`kdlab.records.EnvRecord`); the dict as written."""
+    from kdlab.records import DAMAGED, EnvRecord, check_record, read_json_record
+
+    hint = f"{DAMAGED}, or delete {Path(path).name} to keep going without it"
+    env = read_json_record(path, hint=hint)
+    check_record(EnvRecord, env, path, hint=hint, what="an environment record")
+    return dict(env)
 
 
 def continue_results(run_dir: Path, fresh: dict[str, Any], weight_files: dict[str, str]) -> dict[str, Any]:
@@ -190,24 +269,40 @@ def resume_lab(run_dir: Path, **options: Any) -> Path:
     Finished arms are skipped, the unfinished arm continues from its last complete epoch, and the
     result equals an uninterrupted run with the same seed (bit for bit on a CPU, timings aside).
     ``options`` go to :func:`kdlab.lab.run_lab` (``progress``, ``log``, ``stop``). A run that is
-    already complete is left as it is.
+    already complete is left as it is, but for a promised file that is missing (the accuracy plot).
     """
-    import yaml
-
-    from kdlab.config.load import validate
+    from kdlab.checkpoint import ArmCheckpoint
     from kdlab.lab import run_lab
+    from kdlab.records import read_run_config
 
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.resolved.yaml"
     if not run_dir.is_dir() or not cfg_path.is_file():
         raise KdlabError(f"--resume {run_dir}: not a run folder (no config.resolved.yaml); give a folder under runs/")
-    try:
-        raw = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise KdlabError(f"{cfg_path}: unreadable ({e})") from None
-    if not isinstance(raw, dict):
-        raise KdlabError(f"{cfg_path}: not a mapping of config keys")
-    cfg = validate(raw, str(cfg_path))
-    if (run_dir / "results.json").is_file() and read_results(run_dir).get("status") == "complete":
-        return run_dir
+    cfg = read_run_config(cfg_path)
+    for folder in sorted((run_dir / "checkpoints").glob("*/")):  # a damaged checkpoint: refused before any write
+        if (ckpt := ArmCheckpoint(folder, folder.name)).exists():
+            ckpt.verify()
+    if (run_dir / "results.json").is_file():
+        results = read_results(run_dir)
+        if results.get("status") == "complete" and _finish_complete(run_dir, results):
+            return run_dir
+    clear_failed_marker(run_dir)
     return run_lab(cfg, resume=run_dir, **options)
+
+
+def _finish_complete(run_dir: Path, results: dict[str, Any]) -> bool:
+    """For a run that says complete, write the files it promises that are missing (the accuracy
+    plot); False when an arm's weights are gone, so the run is resumed to train it again."""
+    from kdlab.report.figures import plot_accuracy
+
+    arms = results.get("arms")
+    if not isinstance(arms, dict) or not all(
+        isinstance(a, dict) and isinstance(a.get("weights"), str) and (run_dir / a["weights"]).is_file()
+        for a in arms.values()
+    ):
+        return False
+    if not (run_dir / "plots" / "accuracy.png").is_file():
+        with RunLock(run_dir):
+            plot_accuracy(run_dir, read_history_rows(run_dir, set(arms)))
+    return True

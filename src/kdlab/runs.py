@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import platform
 import re
@@ -114,17 +113,19 @@ def write_results(run_dir: Path, results: dict[str, Any]) -> None:
 
 
 def read_results(run_dir: Path) -> dict[str, Any]:
-    """Read ``results.json`` of a run folder, with one-line errors for a wrong path."""
+    """Read and validate ``results.json`` of a run folder (:class:`kdlab.records.ResultsRecord`).
+
+    A wrong path, a file that is not JSON, too large, too deeply nested, or a field out of its
+    schema is one line naming the file and the field; the parsed dict is returned as written.
+    """
+    from kdlab.records import ResultsRecord, check_record, read_json_record
+
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise KdlabError(f"{run_dir}: not a run folder (expected a folder with results.json)")
     path = run_dir / "results.json"
     if not path.is_file():
         raise KdlabError(f"{run_dir}: has no results.json (an unfinished or foreign folder?)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise KdlabError(f"{path}: unreadable ({e})") from None
-    if not isinstance(data, dict) or "arms" not in data:
-        raise KdlabError(f"{path}: not a kdlab results file (no 'arms')")
-    return data
+    data = read_json_record(path)
+    check_record(ResultsRecord, data, path, what="a kdlab results file")
+    return dict(data)

@@ -42,7 +42,7 @@ def run_bounded(
     args: list[str], *, mem_mb: int = MEM_MB, timeout: float = TIMEOUT_S, cwd: Path | None = None
 ) -> Bounded:
     """``kdlab ARGS`` in a forked child with at most ``mem_mb`` MiB of new memory and ``timeout`` s."""
-    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115 - closed below
     sys.stdout.flush()
     sys.stderr.flush()
     start = time.monotonic()

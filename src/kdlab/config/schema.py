@@ -2,6 +2,10 @@
 
 Every field documents its meaning and units; the same text is the reference in ``docs/config.md``.
 Precedence: defaults < YAML file (or preset) < ``--set key=value`` overrides.
+
+Every number has a range a real experiment never leaves (``docs/config.md``): sizes and counts are
+bounded above so a typo cannot ask for terabytes, and every float must be finite (no ``.inf`` or
+``.nan``), so a bad setting is refused, naming its key, before any arm trains.
 """
 
 from __future__ import annotations
@@ -11,29 +15,56 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+# Upper bounds (docs/config.md "Bounds"). Seeds: numpy takes seeds < 2**32, and a run also uses
+# seed + 1 (the students) up to seed + 7 (subsets), a comparison seed .. seed + K - 1.
+MAX_SEED = 2**31 - 1
+MAX_EPOCHS = 10_000
+MAX_IMAGE_SIZE = 2048
+MAX_LEN = 100_000
+MAX_VOCAB = 2_000_000
+MAX_BATCH = 65_536
+MAX_SAMPLES = 1_000_000_000
+MAX_NAME = 100  # the run folder is <timestamp>-<name>; file names stop at 255 bytes
+MAX_LOSS_WEIGHT = 10_000.0  # 10x the largest weight in use (attention transfer's beta = 1000)
+
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul_in_paths(cls, v: object) -> object:
+        # A NUL byte (YAML "\0") would make every later file operation fail with a traceback.
+        if isinstance(v, Path) and "\x00" in str(v):
+            raise ValueError("a path cannot contain a NUL byte")
+        return v
 
 
 class DataConfig(Section):
     name: str = Field("digits", description="dataset: digits | fashion-mnist | image-folder | text-csv | aclimdb")
     path: Path | None = Field(None, description="dataset location (a folder or file); None = the dataset's default")
-    image_size: int = Field(224, gt=0, description="image-folder: images are resized to image_size × image_size px")
+    image_size: int = Field(
+        224, gt=0, le=MAX_IMAGE_SIZE, description="image-folder: images are resized to image_size × image_size px"
+    )
     val_fraction: float = Field(0.1, ge=0, lt=1, description="share of all samples held out for validation")
     test_fraction: float = Field(0.1, ge=0, lt=1, description="share of all samples held out for testing")
     cache_dir: Path | None = Field(
         None, description="where decoded image arrays are cached; None = $KDLAB_CACHE or ~/.cache/kdlab"
     )
     train_limit: int | None = Field(
-        None, gt=0, description="use at most this many training samples (stratified subset); None = all"
+        None, gt=0, le=MAX_SAMPLES, description="use at most this many training samples (stratified subset); None = all"
     )
     text_column: str = Field("text", description="text-csv: name of the column (or JSON key) holding the text")
     label_column: str = Field("label", description="text-csv: name of the column (or JSON key) holding the label")
     vocab_size: int = Field(
-        20000, ge=3, description="text: embedding rows = the most frequent training words + padding (0) + unknown (1)"
+        20000,
+        ge=3,
+        le=MAX_VOCAB,
+        description="text: embedding rows = the most frequent training words + padding (0) + unknown (1)",
     )
-    max_len: int = Field(200, ge=1, description="text: tokens per sequence; longer texts keep their first max_len")
+    max_len: int = Field(
+        200, ge=1, le=MAX_LEN, description="text: tokens per sequence; longer texts keep their first max_len"
+    )
     max_memory_gb: float = Field(
         4.0,
         gt=0,
@@ -50,7 +81,7 @@ class DataConfig(Section):
 
 class TeacherConfig(Section):
     model: str = Field("lab-cnn-teacher", description="registered model name (`kdlab models`)")
-    epochs: int = Field(8, ge=0, description="training epochs; 0 only with a checkpoint")
+    epochs: int = Field(8, ge=0, le=MAX_EPOCHS, description="training epochs; 0 only with a checkpoint")
     checkpoint: Path | None = Field(
         None, description="load teacher weights (.safetensors, or a weights-only .pt) instead of training"
     )
@@ -58,31 +89,49 @@ class TeacherConfig(Section):
 
 class StudentConfig(Section):
     model: str = Field("lab-cnn-student", description="registered model name, used by both student arms")
-    epochs: int = Field(5, ge=1, description="training epochs of the scratch and of the distilled student")
+    epochs: int = Field(
+        5, ge=1, le=MAX_EPOCHS, description="training epochs of the scratch and of the distilled student"
+    )
 
 
 class DistillConfig(Section):
     method: str = Field("kd", description="KD term D: kd | dkd | dist | logit-std | fitnet | at (docs/methods.md)")
     alpha: float = Field(0.1, ge=0, le=1, description="weight of the label loss: α·CE + (1−α)·D")
-    temperature: float = Field(4.0, gt=0, description="softmax temperature T of the KD term (τ for dist)")
+    temperature: float = Field(
+        4.0, ge=0.01, le=100, description="softmax temperature T of the KD term (τ for dist), in [0.01, 100]"
+    )
     t_squared: bool = Field(True, description="multiply the KD term by T² (Hinton); the classic labs do not")
     standardize: bool = Field(
         False,
         description="kd, dkd: z-score each logit vector before the softmax (Sun et al. 2024); logit-std = kd + this",
     )
-    dkd_alpha: float = Field(1.0, ge=0, description="dkd: weight of target-class KD (TCKD) inside D, not distill.alpha")
-    dkd_beta: float = Field(8.0, ge=0, description="dkd: weight of non-target-class KD (NCKD) inside D")
-    warmup_epochs: int = Field(
-        0, ge=0, description="scale D by min(epoch / warmup_epochs, 1), epochs counted from 1; 0 = off (DKD: 20)"
+    dkd_alpha: float = Field(
+        1.0, ge=0, le=MAX_LOSS_WEIGHT, description="dkd: weight of target-class KD (TCKD) inside D, not distill.alpha"
     )
-    dist_beta: float = Field(1.0, ge=0, description="dist: weight β of the inter-class (per-sample) relation")
-    dist_gamma: float = Field(1.0, ge=0, description="dist: weight γ of the intra-class (per-class) relation")
+    dkd_beta: float = Field(
+        8.0, ge=0, le=MAX_LOSS_WEIGHT, description="dkd: weight of non-target-class KD (NCKD) inside D"
+    )
+    warmup_epochs: int = Field(
+        0,
+        ge=0,
+        le=MAX_EPOCHS,
+        description="scale D by min(epoch / warmup_epochs, 1), epochs counted from 1; 0 = off (DKD: 20)",
+    )
+    dist_beta: float = Field(
+        1.0, ge=0, le=MAX_LOSS_WEIGHT, description="dist: weight β of the inter-class (per-sample) relation"
+    )
+    dist_gamma: float = Field(
+        1.0, ge=0, le=MAX_LOSS_WEIGHT, description="dist: weight γ of the intra-class (per-class) relation"
+    )
     feature_pairs: dict[str, str] = Field(
         default_factory=dict,
         description="fitnet, at: student module name -> teacher module name, as in model.named_modules()",
     )
     feature_weight: float | None = Field(
-        None, ge=0, description="fitnet, at: weight of the summed feature loss; None = fitnet 1, at β = 1000"
+        None,
+        ge=0,
+        le=MAX_LOSS_WEIGHT,
+        description="fitnet, at: weight of the summed feature loss; None = fitnet 1, at β = 1000",
     )
 
     def method_options(self) -> dict[str, Any]:
@@ -112,7 +161,10 @@ class DistillConfig(Section):
 class AugmentConfig(Section):
     hflip: bool = Field(False, description="random horizontal flip of each training image (p = 0.5)")
     crop_padding: int = Field(
-        0, ge=0, description="random crop after zero-padding by this many px per side (random translate); 0 = off"
+        0,
+        ge=0,
+        le=256,
+        description="random crop after zero-padding by this many px per side (random translate); 0 = off",
     )
 
     @property
@@ -122,15 +174,15 @@ class AugmentConfig(Section):
 
 
 class TrainConfig(Section):
-    batch_size: int = Field(32, ge=1, description="samples per optimizer step")
-    lr: float = Field(1e-3, gt=0, description="learning rate (Adam's default 1e-3, as in the labs)")
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH, description="samples per optimizer step")
+    lr: float = Field(1e-3, gt=0, le=10, description="learning rate (Adam's default 1e-3, as in the labs)")
     optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="adam | adamw | sgd (momentum 0.9)")
-    weight_decay: float = Field(0.0, ge=0, description="L2 / decoupled weight decay")
+    weight_decay: float = Field(0.0, ge=0, le=10, description="L2 / decoupled weight decay")
     select: Literal["last", "best-val"] = Field(
         "best-val",
         description="weights reported per arm: the last epoch's, or the epoch with the best validation accuracy",
     )
-    eval_batch_size: int = Field(512, ge=1, description="batch size for evaluation (no gradients)")
+    eval_batch_size: int = Field(512, ge=1, le=MAX_BATCH, description="batch size for evaluation (no gradients)")
     nonfinite: Literal["stop", "skip-batch"] = Field(
         "stop", description="a NaN/inf loss: stop the arm (last good checkpoint kept) or skip that batch's update"
     )
@@ -152,8 +204,15 @@ class TrainConfig(Section):
 
 
 class ExperimentConfig(Section):
-    name: str = Field("experiment", description="run name; the run folder is runs/<timestamp>-<name>")
-    seed: int = Field(0, ge=0, description="fixes splits, initialization, data order and dropout")
+    name: str = Field(
+        "experiment",
+        min_length=1,
+        max_length=MAX_NAME,
+        description="run name; the run folder is runs/<timestamp>-<name> (letters, digits, _ . - kept, others -)",
+    )
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="fixes splits, initialization, data order and dropout; 0 .. 2**31 - 1"
+    )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto = cuda, then mps, then cpu")
     deterministic: bool = Field(
         False, description="torch.use_deterministic_algorithms(True): repeatable on GPUs too, slower there"

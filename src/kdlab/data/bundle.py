@@ -12,6 +12,7 @@ import torch
 from kdlab.config.schema import DataConfig
 from kdlab.data.splits import stratified_split
 from kdlab.data.tensors import Split
+from kdlab.errors import DataError
 from kdlab.registry import Registry
 
 
@@ -62,6 +63,11 @@ DATASETS: Registry[DatasetLoader] = Registry("dataset")
 def build_data(cfg: DataConfig, seed: int) -> DataBundle:
     """Load the dataset named ``cfg.name`` and split it with ``seed``."""
     bundle = DATASETS.get(cfg.name)(cfg, seed)
+    if len(bundle.test) == 0:  # before any run folder exists (lab.check_inputs calls this first)
+        raise DataError(
+            f"data.test_fraction: the test split of {cfg.name} is empty (test_fraction={cfg.test_fraction:g});"
+            " the arms are compared on it: set data.test_fraction > 0, e.g. 0.1"
+        )
     if cfg.train_limit is not None and cfg.train_limit < len(bundle.train):
         bundle.train = subset_train(bundle.train, cfg.train_limit, seed)
     return bundle

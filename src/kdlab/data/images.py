@@ -9,8 +9,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import math
 import os
 import struct
+import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ import torch
 
 from kdlab.config.schema import DataConfig
 from kdlab.data.bundle import DATASETS, DataBundle, three_way, train_val
+from kdlab.data.files import open_regular, shorten
 from kdlab.data.tensors import Split
 from kdlab.errors import DataError
 from kdlab.io import atomic_write_bytes, atomic_write_text
@@ -79,22 +83,48 @@ def _find_idx(root: Path, stem: str) -> Path | None:
     return None
 
 
+MAX_IDX_VALUES = 2**31
+"""The most values an IDX file may claim (2 Gi bytes; Fashion-MNIST's largest holds 47 M, EMNIST's 0.55 G):
+a header claiming more is refused before anything is allocated, so a small gzip cannot inflate into GBs."""
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (optionally gzipped) of unsigned bytes into an array of its shape."""
-    opener: Any = gzip.open if path.suffix == ".gz" else open
+    """Read an IDX file (optionally gzipped) of unsigned bytes into an array of its shape.
+
+    Bounded: the header is read first, the body must hold exactly the values the header claims
+    (at most :data:`MAX_IDX_VALUES`), and nothing beyond them is decompressed.
+    """
     try:
-        with opener(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as e:
+        with open_regular(path) as raw:
+            f: Any = gzip.GzipFile(fileobj=raw, mode="rb") if path.suffix == ".gz" else raw
+            head = f.read(4)
+            if len(head) < 4 or head[:3] != b"\0\0\x08":
+                raise DataError(f"{path}: not an IDX file of unsigned bytes (bad magic number)")
+            ndim = head[3]
+            dims_raw = f.read(4 * ndim)
+            if len(dims_raw) < 4 * ndim:
+                raise DataError(f"{path}: IDX header is truncated ({len(dims_raw)} of {4 * ndim} bytes of dimensions)")
+            dims = struct.unpack(f">{ndim}I", dims_raw)
+            n = math.prod(dims)
+            if n > MAX_IDX_VALUES:
+                raise DataError(
+                    f"{path}: IDX header claims {n:,} values, more than the {MAX_IDX_VALUES:,} kdlab reads; "
+                    "re-download the file"
+                )
+            body = bytearray(n)
+            view, got = memoryview(body), 0
+            while got < n:
+                k = f.readinto(view[got:])
+                if not k:
+                    break
+                got += k
+            if got < n:
+                raise DataError(f"{path}: IDX file is truncated ({got} of {n} values)")
+            if f.read(1):
+                raise DataError(f"{path}: IDX file holds more than the {n:,} values its header claims; re-download it")
+    except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: cannot read IDX file ({e}); re-download or reinstall it") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise DataError(f"{path}: not an IDX file of unsigned bytes (bad magic number)")
-    ndim = data[3]
-    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    body = np.frombuffer(bytearray(data), dtype=np.uint8, offset=4 + 4 * ndim)  # writable copy
-    if body.size != int(np.prod(dims)):
-        raise DataError(f"{path}: IDX file is truncated ({body.size} of {int(np.prod(dims))} values)")
-    return body.reshape(dims)
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,13 +175,19 @@ def _class_names(root: Path) -> list[str]:
 
 
 def _list_files(root: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    """Every entry under each class folder that is not a folder or a dot-file, sorted.
+
+    Symlinked folders are not descended into (``rglob`` does not follow them, so a symlink loop
+    costs nothing); FIFOs, devices and broken links are listed so that decoding skips and lists
+    them instead of hiding them.
+    """
     files = []
     for label, name in enumerate(classes):
         folder = root / name
         if not folder.is_dir():
-            raise DataError(f"data.path: {root} has no folder '{name}' (class folders must match train/)")
+            raise DataError(f"data.path: {root} has no folder '{shorten(name)}' (class folders must match train/)")
         for p in sorted(folder.rglob("*")):
-            if p.is_file() and not p.name.startswith("."):
+            if not p.name.startswith(".") and not p.is_dir():
                 files.append((p, label))
     return files
 
@@ -174,10 +210,17 @@ def decode_folder(
     files = _list_files(root, classes)
     if not files:
         raise DataError(f"data.path: no files under {root}'s class folders")
-    h = hashlib.sha256(f"v1|{size}|{root.resolve()}".encode())
+    from PIL import Image
+
+    # v2: images over Pillow's pixel limit are skipped (v1 decoded those below twice the limit)
+    h = hashlib.sha256(f"v2|{size}|{root.resolve()}|{Image.MAX_IMAGE_PIXELS}".encode())
     for p, label in files:
-        st = p.stat()
-        h.update(f"{p.relative_to(root)}|{label}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        try:
+            st = p.stat()
+            stamp = f"{st.st_mode >> 12}|{st.st_size}|{st.st_mtime_ns}"
+        except OSError:  # a broken link or a symlink loop: skipped when decoding
+            stamp = "-"
+        h.update(f"{p.relative_to(root)}|{label}|{stamp}\n".encode())
     key = h.hexdigest()[:24]
     cache = cache_root(cfg)
     arr_path, meta_path = cache / f"images-{key}.npy", cache / f"images-{key}.json"
@@ -205,19 +248,50 @@ def decode_folder(
     return torch.from_numpy(x), y, skipped
 
 
-def _decode_all(files: list[tuple[Path, int]], size: int, root: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+class ImageTooLarge(ValueError):
+    """An image with more pixels than Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``)."""
+
+
+def decode_image(path: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
+    """One image file -> uint8 ``(H, W)`` (mode ``L``) or ``(H, W, 3)`` (``RGB``) resized to ``size`` = (W, H).
+
+    Bounded: the file must be a regular file (a FIFO or device raises
+    :class:`~kdlab.data.files.NotRegularFile` without blocking), and an image of more than
+    ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (89,478,485 by default, about 9,459×9,459) raises
+    :class:`ImageTooLarge` from its header, before any pixel is decoded, so one decode holds at
+    most that many pixels (JPEGs are decoded at a reduced scale when much larger than ``size``).
+    Pillow's warnings about a file's contents (odd EXIF, palette transparency) are not printed.
+    """
     from PIL import Image
 
+    limit = Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DecompressionBombWarning is checked below; the rest is noise
+        with open_regular(path) as f:
+            try:
+                img = Image.open(f)
+            except Image.DecompressionBombError:
+                raise ImageTooLarge(f"more than twice the {limit:,}-pixel limit") from None
+            with img:
+                w, h = img.size
+                if limit and w * h > limit:
+                    raise ImageTooLarge(f"{w}×{h} = {w * h:,} pixels, over the {limit:,}-pixel limit")
+                img.draft(mode, size)  # JPEG: decode at reduced scale when much larger (fast)
+                return np.asarray(img.convert(mode).resize(size, Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def _decode_all(files: list[tuple[Path, int]], size: int, root: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    from kdlab.data.memory import check_memory
+
+    # The decoded array, then its train/val/test copies: refuse before allocating what cannot fit.
+    check_memory(2 * len(files) * 3 * size * size, "data.image_size", f"{len(files):,} images of 3×{size}×{size} px")
     out = np.empty((len(files), 3, size, size), dtype=np.uint8)
     labels: list[int] = []
     skipped: list[str] = []
     for p, label in files:
         try:
-            with Image.open(p) as img:
-                img.draft("RGB", (size, size))  # JPEG: decode at reduced scale when much larger (fast)
-                rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-                arr = np.asarray(rgb, dtype=np.uint8)
-        except Exception:
+            arr = decode_image(p, "RGB", (size, size))
+        except Exception:  # corrupt, truncated, empty, not an image, too large, a FIFO: skipped and listed
             skipped.append(str(p))
             continue
         out[len(labels)] = arr.transpose(2, 0, 1)

@@ -43,7 +43,7 @@ def stratified_split(
             continue
         try:
             take, rest = train_test_split(
-                rest, train_size=share, random_state=seed + i, stratify=labels[rest], shuffle=True
+                rest, train_size=share, random_state=(seed + i) % 2**32, stratify=labels[rest], shuffle=True
             )
         except ValueError as e:
             smallest = classes[np.argmin(counts)]

@@ -13,7 +13,6 @@ two reserved ids, as Keras' ``num_words`` does, so ``vocab_size=20000`` gives an
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -70,16 +69,26 @@ class Vocab:
 
         Words get a provisional id in order of first appearance while counting; the ranking then
         maps provisional ids to final ones (or to 1, out of vocabulary) with one array lookup.
+        Only the first ``max_len`` ids of each text are kept; the counts are summed in chunks of
+        ids, so memory follows the encoded size, not the corpus's token count.
         """
         if vocab_size < 3:
             raise DataError(
                 f"data.vocab_size: must be >= 3 (padding, out-of-vocabulary and one word; got {vocab_size})"
             )
         first_seen: dict[str, int] = {}
-        rows = []
+        rows: list[np.ndarray] = []
+        counts = np.zeros(0, np.int64)
+        pending: list[np.ndarray] = []
+        pending_ids = 0
         for text in texts:
-            rows.append(np.fromiter((first_seen.setdefault(w, len(first_seen)) for w in tokenize(text)), np.int64))
-        counts = np.bincount(np.concatenate(rows), minlength=len(first_seen)) if rows else np.zeros(0, np.int64)
+            ids = np.fromiter((first_seen.setdefault(w, len(first_seen)) for w in tokenize(text)), np.int64)
+            rows.append(ids[:max_len].copy() if len(ids) > max_len else ids)
+            pending.append(ids)
+            pending_ids += len(ids)
+            if pending_ids >= _COUNT_CHUNK:
+                counts, pending, pending_ids = _add_counts(counts, pending, len(first_seen)), [], 0
+        counts = _add_counts(counts, pending, len(first_seen))
         words = list(first_seen)
         kept = sorted(range(len(words)), key=lambda i: (-counts[i], words[i]))[: vocab_size - 2]
         remap = np.full(len(words), OOV, dtype=np.int64)
@@ -108,10 +117,22 @@ class Vocab:
 
     @classmethod
     def from_json(cls, obj: Any, where: str = "vocab.json") -> Vocab:
-        try:
-            return cls(tuple(str(t) for t in obj["tokens"]), int(obj["max_len"]))
-        except (KeyError, TypeError, ValueError) as e:
-            raise DataError(f"{where}: not a kdlab vocabulary ({type(e).__name__}: {e})") from None
+        """A vocabulary from :meth:`to_json`'s dict, validated (:class:`kdlab.records.VocabRecord`:
+        strings only, at most ``data.vocab_size``'s and ``data.max_len``'s upper bounds)."""
+        from kdlab.records import DAMAGED, VocabRecord, check_record
+
+        record = check_record(VocabRecord, obj, Path(where), error=DataError, hint=DAMAGED, what="a kdlab vocabulary")
+        return cls(tuple(record.tokens), record.max_len)
+
+
+_COUNT_CHUNK = 1 << 22  # token ids counted per np.bincount (32 MiB of int64)
+
+
+def _add_counts(counts: np.ndarray, pending: list[np.ndarray], n_words: int) -> np.ndarray:
+    """``counts`` (one entry per word seen so far) plus the occurrences in ``pending``, sized ``n_words``."""
+    out = np.bincount(np.concatenate(pending), minlength=n_words) if pending else np.zeros(n_words, np.int64)
+    out[: len(counts)] += counts
+    return out
 
 
 def save_vocab(run_dir: Path, vocab: Vocab) -> Path:
@@ -123,10 +144,9 @@ def save_vocab(run_dir: Path, vocab: Vocab) -> Path:
 
 def load_vocab(path: Path) -> Vocab:
     """Read a ``vocab.json`` written by :func:`save_vocab`."""
-    try:
-        obj = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such vocabulary file (a text run folder holds vocab.json)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: unreadable vocabulary ({e})") from None
+    from kdlab.records import DAMAGED, read_json_record
+
+    if not Path(path).exists():
+        raise DataError(f"{path}: no such vocabulary file (a text run folder holds vocab.json)")
+    obj = read_json_record(Path(path), error=DataError, hint=DAMAGED)
     return Vocab.from_json(obj, str(path))

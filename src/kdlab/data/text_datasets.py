@@ -4,15 +4,16 @@ download's ``aclImdb/{train,test}/{pos,neg}/*.txt`` folders).
 Both split the raw documents first (seeded, stratified), build the vocabulary on the training
 split only (:class:`~kdlab.data.text.Vocab`), then encode every split to ``[N, max_len]`` int64
 token ids. Rows with an empty text or label are skipped and counted; a missing column, bytes that
-are not UTF-8, an empty file or a single class are one-line :class:`~kdlab.errors.DataError`\\ s.
+are not UTF-8, an empty file, a malformed row or a single class are one-line
+:class:`~kdlab.errors.DataError`\\ s naming the file (and line). Files are read line by line with
+bounded lines and fields (:mod:`kdlab.data.files`); FIFOs and devices are refused, never read.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
-import sys
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,16 @@ import torch
 
 from kdlab.config.schema import DataConfig
 from kdlab.data.bundle import DATASETS, DataBundle
+from kdlab.data.files import (
+    MAX_LINE_BYTES,
+    TextLines,
+    cannot_open,
+    name_list,
+    open_regular,
+    read_bounded,
+    shorten,
+    special_kind,
+)
 from kdlab.data.splits import stratified_split
 from kdlab.data.tensors import Split
 from kdlab.data.text import Vocab
@@ -48,43 +59,32 @@ class Corpus:
 # Reading
 
 
-def read_utf8(path: Path) -> str:
-    """The file's text; bytes that are not UTF-8 are a DataError naming the byte offset."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"data.path: cannot read {path} ({e.strerror})") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise DataError(
-            f"{path}: not UTF-8 text (line {line}, byte {e.start}: {data[e.start : e.start + 1]!r}); "
-            "re-save it as UTF-8"
-        ) from None
-
-
 def read_table(path: Path, text_column: str, label_column: str) -> Corpus:
-    """Rows of a ``.csv``, ``.tsv`` (header row) or ``.jsonl`` (one object per line) file."""
-    text = read_utf8(path)
-    if not text.strip():
+    """Rows of a ``.csv``, ``.tsv`` (header row) or ``.jsonl`` (one object per line) file.
+
+    Read line by line with bounded lines (:data:`~kdlab.data.files.MAX_LINE_BYTES`) and fields;
+    only the text and label of each row are kept.
+    """
+    try:
+        f = open_regular(path)
+    except OSError as e:
+        raise cannot_open(path, e) from None
+    with f:
+        lines = TextLines(f, str(path))
+        if path.suffix.lower() == ".jsonl":
+            columns, rows = _jsonl_rows(path, lines, text_column, label_column)
+        else:
+            columns, rows = _csv_rows(path, lines, text_column, label_column)
+    if not lines.seen_text:
         raise DataError(f"{path}: the file is empty; it needs a header and labelled rows")
-    if path.suffix.lower() == ".jsonl":
-        rows, columns = _jsonl_rows(path, text)
-    else:
-        csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # whole reviews can exceed csv's 128 KB default
-        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-        columns = list(reader.fieldnames or [])
-        rows = [(reader.line_num, row) for row in reader]
     for key, what in ((text_column, "text"), (label_column, "label")):
         if key not in columns:
             raise DataError(
-                f"{path}: no {what} column '{key}' (columns: {', '.join(map(str, columns)) or 'none'}); "
+                f"{path}: no {what} column '{shorten(key)}' (columns: {name_list(columns) or 'none'}); "
                 f"set data.{what}_column"
             )
     corpus = Corpus()
-    for line, row in rows:
-        doc, label = _cell(row.get(text_column)), _cell(row.get(label_column))
+    for line, doc, label in rows:
         if not doc.strip() or not label.strip():
             corpus.skipped.append(f"{path}:{line} (empty {'text' if not doc.strip() else 'label'})")
             continue
@@ -93,33 +93,82 @@ def read_table(path: Path, text_column: str, label_column: str) -> Corpus:
     return corpus
 
 
-def _cell(value: object) -> str:
+Rows = list[tuple[int, str, str]]
+
+
+def _csv_rows(path: Path, lines: TextLines, text_column: str, label_column: str) -> tuple[list[str], Rows]:
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    old_limit = csv.field_size_limit(MAX_LINE_BYTES)  # whole reviews can exceed csv's 128 KB default
+    reader = csv.reader(lines, delimiter=delimiter)
+    rows: Rows = []
+    try:
+        columns = next(reader, [])
+        if text_column not in columns or label_column not in columns:
+            for _ in reader:  # only to tell an empty file from a missing column
+                if lines.seen_text:
+                    break
+            return columns, rows
+        ti, li = columns.index(text_column), columns.index(label_column)
+        for row in reader:
+            if not row:
+                continue  # a blank line, as csv.DictReader skips it
+            rows.append((reader.line_num, row[ti] if ti < len(row) else "", row[li] if li < len(row) else ""))
+    except csv.Error as e:
+        if "field larger than field limit" in str(e):
+            raise DataError(
+                f"{path}:{reader.line_num}: a field longer than {MAX_LINE_BYTES // 2**20} Mi characters "
+                "(an unbalanced quote?)"
+            ) from None
+        raise DataError(f"{path}:{reader.line_num}: not valid {path.suffix[1:].upper()} ({e})") from None
+    finally:
+        csv.field_size_limit(old_limit)
+    return columns, rows
+
+
+def _cell(value: object, path: Path, line: int, key: str) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, (list, dict)):
+        kind = "an array" if isinstance(value, list) else "an object"
+        raise DataError(
+            f"{path}:{line}: '{shorten(key)}' is {kind}, not a string; JSONL rows need a string text and a string "
+            "or number label"
+        )
     return value if isinstance(value, str) else str(value)
 
 
-def _jsonl_rows(path: Path, text: str) -> tuple[list[tuple[int, dict]], list[str]]:
-    rows: list[tuple[int, dict]] = []
+def _jsonl_rows(path: Path, lines: TextLines, text_column: str, label_column: str) -> tuple[list[str], Rows]:
+    rows: Rows = []
     columns: dict[str, None] = {}
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    for line in lines:
         if not line.strip():
             continue
+        line_no = lines.line
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{line_no}: not a JSON object ({e.msg}); JSONL needs one object per line") from None
+        except RecursionError:
+            raise DataError(
+                f"{path}:{line_no}: JSON nested too deeply to read; JSONL needs one flat object per line"
+            ) from None
+        except ValueError as e:  # JSONDecodeError, or an integer of more than 4,300 digits
+            msg = e.msg if isinstance(e, json.JSONDecodeError) else shorten(e, 80)
+            raise DataError(f"{path}:{line_no}: not a JSON object ({msg}); JSONL needs one object per line") from None
         if not isinstance(obj, dict):
             raise DataError(f"{path}:{line_no}: a JSON {type(obj).__name__}, not an object; JSONL needs objects")
-        columns.update(dict.fromkeys(obj))
-        rows.append((line_no, obj))
-    return rows, list(columns)
+        if len(columns) < 10_000:  # the column names only serve the missing-column message
+            columns.update(dict.fromkeys(obj))
+        text = _cell(obj.get(text_column), path, line_no, text_column)
+        label = _cell(obj.get(label_column), path, line_no, label_column)
+        columns.update(dict.fromkeys(k for k in (text_column, label_column) if k in obj))
+        rows.append((line_no, text, label))
+    return list(columns), rows
 
 
 def read_acl_folder(folder: Path) -> Corpus:
-    """``folder/{neg,pos}/*.txt``, one review per file; undecodable or empty files are skipped."""
+    """``folder/{neg,pos}/*.txt``, one review per file; undecodable, empty, oversized (> 16 MiB)
+    or non-regular files (FIFOs, devices, folders) are skipped."""
     corpus = Corpus()
     for label in ("neg", "pos"):
         sub = folder / label
@@ -129,10 +178,10 @@ def read_acl_folder(folder: Path) -> Corpus:
             )
         for p in sorted(sub.glob("*.txt")):
             try:
-                doc = p.read_bytes().decode("utf-8")
+                data = read_bounded(p, MAX_LINE_BYTES)
+                doc = data.decode("utf-8-sig") if data is not None else ""
             except (OSError, UnicodeDecodeError):
-                corpus.skipped.append(str(p))
-                continue
+                doc = ""
             if not doc.strip():
                 corpus.skipped.append(str(p))
                 continue
@@ -144,27 +193,38 @@ def read_acl_folder(folder: Path) -> Corpus:
 # --------------------------------------------------------------------------------------------
 # From corpora to a DataBundle
 
+_INTEGER = re.compile(r"-?[0-9]+")
+
 
 def class_names(labels: list[str], where: str) -> list[str]:
-    """Sorted distinct labels (numerically when all are integers); fewer than 2 is a DataError."""
+    """Sorted distinct labels; fewer than 2 is a DataError.
+
+    Labels are class names and any string works. When every label is an ASCII integer
+    (``-?[0-9]+``) they sort numerically (``2`` before ``10``; equal values such as ``7`` and ``07``
+    by their text), otherwise as strings: other Unicode digits (``²``, ``٣``) are names like any other.
+    """
     names = set(labels)
     if len(names) < 2:
-        found = f" ('{next(iter(names))}')" if names else ""
+        found = f" ('{shorten(next(iter(names)))}')" if names else ""
         raise DataError(f"{where}: the label column has {len(names)} class{found}; classification needs >= 2")
-    if all(n.lstrip("-").isdigit() for n in names):
-        return sorted(names, key=int)
+    if all(_INTEGER.fullmatch(n) for n in names):
+        return sorted(names, key=lambda n: (int(n), n))
     return sorted(names)
 
 
 def encode_splits(parts: dict[str, Corpus], classes: list[str], cfg: DataConfig, name: str, meta: dict) -> DataBundle:
     """Build the vocabulary on ``parts['train']``, encode every part, wrap in a DataBundle."""
+    from kdlab.data.memory import check_memory
+
+    total = sum(len(c.texts) for c in parts.values())  # encoded as [N, max_len] int64
+    check_memory(total * cfg.max_len * 8, "data.max_len", f"{total:,} texts of {cfg.max_len:,} int64 token ids")
     vocab, train_x = Vocab.fit_encode(parts["train"].texts, vocab_size=cfg.vocab_size, max_len=cfg.max_len)
     index = {c: i for i, c in enumerate(classes)}
     splits = {}
     for key, corpus in parts.items():
         unknown = sorted(set(corpus.labels) - set(index))
         if unknown:
-            raise DataError(f"{name}: {key} has labels not seen in train: {', '.join(unknown[:5])}")
+            raise DataError(f"{name}: {key} has labels not seen in train: {name_list(unknown, most=5)}")
         y = torch.tensor([index[label] for label in corpus.labels], dtype=torch.int64)
         splits[key] = Split(train_x if key == "train" else vocab.encode(corpus.texts), y)
     skipped = [s for c in parts.values() for s in c.skipped]
@@ -200,6 +260,9 @@ def load_text_csv(cfg: DataConfig, seed: int) -> DataBundle:
     def read(p: Path) -> Corpus:
         return read_table(p, cfg.text_column, cfg.label_column)
 
+    special = special_kind(root)
+    if special is not None:
+        raise DataError(f"data.path: {root} is {special}, not a .csv/.tsv/.jsonl file or a folder")
     if root.is_file():
         if root.suffix.lower() not in TABLE_SUFFIXES:
             raise DataError(f"data.path: {root} is not a {', '.join(TABLE_SUFFIXES)} file")
@@ -230,7 +293,8 @@ def load_text_csv(cfg: DataConfig, seed: int) -> DataBundle:
 
 
 def _find_table(root: Path, stem: str) -> Path | None:
-    found = [root / f"{stem}{s}" for s in TABLE_SUFFIXES if (root / f"{stem}{s}").is_file()]
+    # exists(), not is_file(): a FIFO or folder named train.csv is refused by name when read
+    found = [root / f"{stem}{s}" for s in TABLE_SUFFIXES if (root / f"{stem}{s}").exists()]
     if len(found) > 1:
         raise DataError(f"data.path: {root} has several {stem} files ({', '.join(p.name for p in found)}); keep one")
     return found[0] if found else None

@@ -3,7 +3,6 @@ comparison.json and history.csv only (never rendered text); imports nothing from
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,15 @@ import numpy as np
 
 from kdlab import stats
 from kdlab.errors import KdlabError
+from kdlab.records import (
+    COMPARISON_DAMAGED,
+    DAMAGED,
+    ComparisonRecord,
+    check_record,
+    read_json_record,
+    read_record_bytes,
+    read_run_config,
+)
 from kdlab.recovery import read_history_rows
 from kdlab.runs import read_results
 
@@ -97,60 +105,71 @@ def load_report_data(folder: Path) -> ReportData:
         raise KdlabError(f"{folder}: not a folder; give a run or comparison folder")
     comp_path = folder / "comparison.json"
     if comp_path.is_file():
-        try:
-            comp = json.loads(comp_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise KdlabError(f"{comp_path}: unreadable ({e})") from None
+        comp = read_json_record(comp_path, hint=COMPARISON_DAMAGED)
+        check_record(ComparisonRecord, comp, comp_path, hint=COMPARISON_DAMAGED, what="a kdlab comparison file")
         seeds: dict[int, dict[str, Any]] = {}
         history: dict[int, list[dict[str, Any]]] = {}
-        for s in comp.get("seeds", []):
+        for s in comp["seeds"]:
             seed_dir = folder / f"seed-{s}"
             if (seed_dir / "results.json").is_file():
-                seeds[int(s)] = read_results(seed_dir)
-                history[int(s)] = read_history_rows(seed_dir, set(seeds[int(s)]["arms"]))
+                seeds[s] = read_results(seed_dir)
+                history[s] = read_history_rows(seed_dir, set(seeds[s]["arms"]))
         data = comp.get("data") or {}
+        _same_classes(folder, data.get("classes"), seeds)
         title = f"{comp.get('name', 'comparison')} — {data.get('name', '?')}, {len(seeds)} seed(s)"
         return ReportData(
             kind="comparison",
             folder=folder,
             title=title,
-            arms=comp.get("arms", {}),
+            arms=comp["arms"],
             seeds=seeds,
             history=history,
             classes=list(data.get("classes", [])),
-            config_text=_read_text(folder / "config.resolved.yaml"),
-            env=_read_json(folder / "env.json"),
+            config_text=_read_config(folder / "config.resolved.yaml"),
+            env=_read_env(folder / "env.json"),
             status=str(comp.get("status")),
         )
     if not (folder / "results.json").is_file():
         raise KdlabError(f"{folder}: has no results.json or comparison.json; give a folder written by run or compare")
     res = read_results(folder)
     seed = int(res.get("seed", 0))
-    data = res.get("data") or {}
+    data = res["data"]
     return ReportData(
         kind="run",
         folder=folder,
         title=f"{res.get('name', 'run')} — {data.get('name', '?')}, seed {seed}",
-        arms=summarize_arms({seed: res}, list(res.get("arms", {}))),
+        arms=summarize_arms({seed: res}, list(res["arms"])),
         seeds={seed: res},
         history={seed: read_history_rows(folder, set(res["arms"]))},
-        classes=list(data.get("classes", [])),
-        config_text=_read_text(folder / "config.resolved.yaml"),
-        env=_read_json(folder / "env.json"),
+        classes=list(data["classes"]),
+        config_text=_read_config(folder / "config.resolved.yaml"),
+        env=_read_env(folder / "env.json"),
         status=str(res.get("status")),
     )
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError:
+def _same_classes(folder: Path, classes: list[str] | None, seeds: dict[int, dict[str, Any]]) -> None:
+    """Every seed folder of a comparison has the comparison's classes (their confusion matrices add up)."""
+    for s, res in seeds.items():
+        if classes is not None and res["data"]["classes"] != classes:
+            raise KdlabError(
+                f"{folder / f'seed-{s}' / 'results.json'}: data.classes: differ from comparison.json's; {DAMAGED}"
+            )
+        classes = res["data"]["classes"]
+
+
+def _read_config(path: Path) -> str:
+    """The run's config.resolved.yaml as text, validated (missing: empty)."""
+    from kdlab.config.load import MAX_FILE_BYTES
+
+    if not path.is_file():
         return ""
+    read_run_config(path)
+    return read_record_bytes(path, limit=MAX_FILE_BYTES).decode("utf-8")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
+def _read_env(path: Path) -> dict[str, Any]:
+    """env.json, validated (missing: empty)."""
+    from kdlab.recovery import read_env
+
+    return read_env(path) if path.is_file() else {}

@@ -37,6 +37,15 @@ def _save(fig: Any, folder: Path, name: str) -> bytes:
     return data
 
 
+def _text(label: object, limit: int = 40) -> str:
+    """A name or class label as plain figure text: ``$`` would start matplotlib's math mode (and a
+    malformed formula fails the whole figure), and a label of any length keeps the layout."""
+    text = " ".join(str(label).split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.replace("$", r"\$")
+
+
 def _grid(n: int, width: float = 4.0, height: float = 3.2) -> tuple[Any, list[Any]]:
     cols = min(n, 3)
     rows = math.ceil(n / cols)
@@ -75,7 +84,7 @@ def accuracy_figure(panels: dict[str, list[list[dict[str, Any]]]]) -> Any:
             if all("val_accuracy" in r for r in rows):
                 val = [100 * r["val_accuracy"] for r in rows]
                 ax.plot(epochs, val, "s--", color="C1", alpha=0.8, label="validation" if first else None)
-        ax.set_title(title)
+        ax.set_title(_text(title))
         ax.set_xlabel("epoch")
         ax.set_ylabel("accuracy (%)")
         ax.grid(alpha=0.3)
@@ -127,7 +136,7 @@ def loss_parts(data: ReportData) -> bytes | None:
                     marker="o",
                     label={"train_ce": "CE (labels)", "train_kd": "KD term", "train_loss": "total"}[key],
                 )
-        ax.set_title(arm)
+        ax.set_title(_text(arm))
         ax.set_xlabel("epoch")
         ax.set_ylabel("training loss")
         ax.grid(alpha=0.3)
@@ -155,7 +164,7 @@ def tradeoff(data: ReportData) -> bytes | None:
             err = None
             if s.get("ci95_low") is not None:
                 err = [[y - 100 * s["ci95_low"]], [100 * s["ci95_high"] - y]]
-            ax.errorbar([x], [y], yerr=err, fmt="o", capsize=4, color=f"C{i}", label=arm)
+            ax.errorbar([x], [y], yerr=err, fmt="o", capsize=4, color=f"C{i}", label=_text(arm))
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test accuracy (%)")
@@ -189,10 +198,11 @@ def confusion_matrices(data: ReportData) -> bytes | None:
                         color="white" if m[i][j] > top / 2 else "black",
                     )
         ticks = list(range(k)) if k <= 12 else []
-        labels = data.classes[:k] if len(data.classes) >= k and k <= 12 else [str(t) for t in ticks]
+        names = data.classes[:k] if len(data.classes) >= k and k <= 12 else [str(t) for t in ticks]
+        labels = [_text(c, 16) for c in names]
         ax.set_xticks(ticks, labels, fontsize=7)
         ax.set_yticks(ticks, labels, fontsize=7)
-        ax.set_title(arm)
+        ax.set_title(_text(arm))
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
     fig.tight_layout()

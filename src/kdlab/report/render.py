@@ -1,8 +1,9 @@
 """``report.html``: one self-contained page per run or comparison folder.
 
-Rendered with jinja2 from ``templates/report.html.j2`` (autoescaped); figures are embedded as
-base64 PNG data URIs and styles are inline, so the page needs no network and no other file. The
-same figures are saved under ``plots/``.
+Rendered with jinja2 from ``templates/report.html.j2`` with every value HTML-escaped (names,
+labels, the command line and the config are text, never markup; the page has no script); figures
+are embedded as base64 PNG data URIs and styles are inline, so the page needs no network and no
+other file. The same figures are saved under ``plots/``.
 """
 
 from __future__ import annotations
@@ -97,13 +98,16 @@ def seed_rows(data: ReportData) -> list[dict[str, Any]]:
 
 def render_report(data: ReportData) -> str:
     """The HTML text of the report (figures drawn and saved under ``plots/`` on the way)."""
-    from jinja2 import Environment, PackageLoader, select_autoescape
+    from jinja2 import Environment, PackageLoader
 
-    env = Environment(loader=PackageLoader("kdlab.report", "templates"), autoescape=select_autoescape())
+    # Escape everything, whatever the template's file name: select_autoescape() goes by the name's
+    # ending and would leave "report.html.j2" unescaped, so a run name, class label, command line
+    # or config value holding markup would run as script in the reader's browser.
+    env = Environment(loader=PackageLoader("kdlab.report", "templates"), autoescape=True)
     figures = []
     for title, draw in FIGURES:
         png = draw(data)
-        if png is not None:
+        if png is not None:  # base64 text only ([A-Za-z0-9+/=]): nothing in it can close the attribute
             figures.append({"title": title, "src": "data:image/png;base64," + base64.b64encode(png).decode("ascii")})
     notes = sorted({s["note"] for s in data.arms.values() if s.get("note")})
     return env.get_template("report.html.j2").render(

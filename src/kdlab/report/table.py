@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -40,17 +41,19 @@ def results_table(results: dict[str, Any]) -> Table:
             continue
         label = ARM_LABELS.get(arm, arm)
         gain = ""
-        if arm not in ("teacher", "scratch") and scratch is not None:
-            gain = f"{100 * (a['test_accuracy'] - scratch):+.2f}"
-        agree = a.get("teacher_agreement")
-        ms = a.get("ms_per_step")
+        acc = _num(a.get("test_accuracy"))
+        if arm not in ("teacher", "scratch") and _num(scratch) is not None and acc is not None:
+            gain = f"{100 * (acc - scratch):+.2f}"
+        agree = _num(a.get("teacher_agreement"))
+        ms = _num(a.get("ms_per_step"))
+        loss, params, size, seconds = (_num(a.get(k)) for k in ("test_loss", "params", "size_bytes", "train_seconds"))
         table.add_row(
             label,
-            f"{100 * a['test_accuracy']:.2f}%",
-            f"{a['test_loss']:.4f}",
-            f"{a['params']:,}",
-            human_bytes(a["size_bytes"]),
-            f"{a['train_seconds']:.1f}",
+            "—" if acc is None else f"{100 * acc:.2f}%",
+            "—" if loss is None else f"{loss:.4f}",  # null in results.json: a non-finite value (see "nonfinite")
+            "—" if params is None else f"{int(params):,}",
+            "—" if size is None else human_bytes(size),
+            "—" if seconds is None else f"{seconds:.1f}",
             "—" if ms is None else f"{ms:.2f}",
             "—" if agree is None else f"{100 * agree:.1f}%",
             gain,
@@ -58,12 +61,34 @@ def results_table(results: dict[str, Any]) -> Table:
     return table
 
 
-def print_results(results: dict[str, Any], console: Console | None = None) -> None:
+def _num(x: Any) -> float | None:
+    """A recorded number, or None for a missing one or ``null`` (a non-finite value written as null)."""
+    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else None
+
+
+def print_results(results: dict[str, Any], console: Console | None = None, run_dir: Path | None = None) -> None:
+    """The table, then the run's status when it is not complete: with ``run_dir``, how to go on."""
     console = console or Console()
     console.print(results_table(results))
     status = results.get("status")
     if status != "complete":
-        console.print(f"[yellow]run status: {status}[/yellow]")
+        line = f"run status: {status}"
+        error = (results.get("failed") or {}).get("error") if status == "failed" else None
+        if error:
+            line += f" ({error})"
+        if run_dir is not None and status in ("running", "interrupted"):
+            from kdlab.recovery import read_failed_marker, resume_command
+
+            failed = read_failed_marker(run_dir) if status == "running" else None
+            if failed is not None:  # the failure could not be recorded in results.json (a full disk)
+                line = f"run status: failed ({failed or 'not recorded: the disk was full'})"
+            if "methods" in results:  # a comparison's seed folder: the comparison resumes it
+                hint = f"resume its comparison with: kdlab compare EXPERIMENT --resume {Path(run_dir).parent}"
+            else:
+                hint = f"resume with: {resume_command(run_dir)}"
+            if "resume with" not in line:  # a recorded storage error already says it
+                line += f" (unfinished; {hint})"
+        console.print(line, style="yellow", markup=False, highlight=False, soft_wrap=True)
     note = results.get("comparison", {}).get("note")
     if note:
         console.print(f"[dim]{note}[/dim]")
