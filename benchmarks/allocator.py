@@ -39,8 +39,8 @@ def child(setting: str, channels: int, side: int, batch: int, steps: int, thread
 
     import torch
 
-    from kdlab import accel
     from kdlab.models import create_model
+    from kdlab.train import accel
 
     if setting == "reuse":
         assert accel.tune_host_allocator() == "glibc-reuse", "this C library does not take the setting"

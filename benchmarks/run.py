@@ -40,13 +40,15 @@ from torch import Tensor, nn
 
 from benchmarks import plain
 from benchmarks.child import run_child
-from kdlab import Distiller, __version__, accel, teacher_cache
+from kdlab import Distiller
 from kdlab.config.schema import DataConfig
 from kdlab.data.bundle import build_data
 from kdlab.data.tensors import TensorLoader, prepare_inputs
-from kdlab.loop import fit
+from kdlab.kd.objective import METHODS
 from kdlab.models import create_model
-from kdlab.objective import METHODS
+from kdlab.train import accel, teacher_cache
+from kdlab.train.loop import fit
+from kdlab.version import __version__
 
 RESULTS = Path(__file__).parent / "results"
 KDLAB_ACCEL = accel.plan(torch.device("cpu"))  # what `kdlab run` uses on this device

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from kdlab.config import load_experiment
-from kdlab.lab import run_lab
+from kdlab.lab.run import run_lab
 
 
 def write_corpus(path: Path, rows: int, tokens: int, seed: int = 0) -> None:

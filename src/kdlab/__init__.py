@@ -6,9 +6,9 @@ Public API::
     from kdlab import Distiller, fit, evaluate, create_model, list_models, load_experiment, run_lab, load_run
 """
 
-__version__ = "0.1.0"
-
 import os as _os
+
+from kdlab.version import __version__
 
 # OpenMP threads that spin while waiting make small models 10-80x slower as soon as another
 # process competes for the cores (measured: a digits lab went from 0.4 s to 32 s of teacher
@@ -17,12 +17,15 @@ import os as _os
 # user sets wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from kdlab.apps.predict import load_run
 from kdlab.config import load_experiment
-from kdlab.distiller import Distiller
-from kdlab.lab import run_lab
-from kdlab.loop import evaluate, fit
+from kdlab.lab.run import run_lab
 from kdlab.models import create_model, list_models
-from kdlab.predict import load_run
+from kdlab.moved import install as _install_moved
+from kdlab.train.distiller import Distiller
+from kdlab.train.loop import evaluate, fit
+
+_install_moved()  # old import paths (kdlab.losses, kdlab.loop, ...) keep working
 
 __all__ = [
     "Distiller",

@@ -61,5 +61,5 @@ class RunInterrupted(Exception):
 
     def __init__(self, signum: int | None = None) -> None:
         self.signum = signum
-        self.run_dir: object = None  # the run folder to resume, set by kdlab.lab.run_lab
+        self.run_dir: object = None  # the run folder to resume, set by kdlab.lab.run.run_lab
         super().__init__("training stopped on request")

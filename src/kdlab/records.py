@@ -378,7 +378,7 @@ class HistoryRow(Record):
 
 
 class Summary(Record):
-    """:func:`kdlab.stats.summarize` of a metric over seeds."""
+    """:func:`kdlab.report.stats.summarize` of a metric over seeds."""
 
     n: Count = 0
     mean: Loss | None = None

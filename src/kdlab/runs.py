@@ -8,6 +8,7 @@ import io
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -17,9 +18,9 @@ from typing import Any
 import torch
 import yaml
 
-from kdlab import __version__
 from kdlab.errors import ConfigError, KdlabError
 from kdlab.io import atomic_write_json, atomic_write_text
+from kdlab.version import __version__
 
 RESULTS_SCHEMA_VERSION = 1
 
@@ -129,3 +130,74 @@ def read_results(run_dir: Path) -> dict[str, Any]:
     data = read_json_record(path)
     check_record(ResultsRecord, data, path, what="a kdlab results file")
     return dict(data)
+
+
+def resume_command(run_dir: Path) -> str:
+    """The exact command that continues ``run_dir``."""
+    return f"kdlab run --resume {shlex.quote(str(run_dir))}"
+
+
+FAILED_MARKER = ".failed"
+"""Left beside ``results.json`` when a failure could not be recorded in it (a full disk): holds
+the error message, or nothing when even that did not fit. ``kdlab show`` reads it; a resumed run
+that completes removes it."""
+
+
+def read_failed_marker(run_dir: Path) -> str | None:
+    """The message of an unrecorded failure (:data:`FAILED_MARKER`; ``""`` when it holds none), or None."""
+    path = Path(run_dir) / FAILED_MARKER
+    try:
+        with path.open("rb") as f:
+            return f.read(4000).decode("utf-8", "replace").strip()
+    except OSError:
+        return None
+
+
+def read_history_rows(run_dir: Path, arms: set[str]) -> list[dict[str, Any]]:
+    """The rows of ``history.csv`` that belong to ``arms``, with numbers parsed back exactly.
+
+    Floats were written with ``repr`` and read back bit for bit; empty cells (a column another arm
+    has) are dropped, so rewriting the rows gives the same file.
+    """
+    import io
+
+    from kdlab.records import DAMAGED, HistoryRow, check_record, read_record_bytes
+
+    path = Path(run_dir) / "history.csv"
+    if not path.is_file():
+        return []
+    try:
+        text = read_record_bytes(path).decode("utf-8")
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise KdlabError(f"{path}: unreadable ({str(e)[:120]}); {DAMAGED}") from None
+    out = []
+    for n, row in enumerate(rows, start=2):  # line 1 is the header
+        if None in row:
+            raise KdlabError(f"{path}: line {n}: more cells than columns; {DAMAGED}")
+        parsed = {k: _number(v) for k, v in row.items() if v not in ("", None)}
+        check_record(HistoryRow, parsed, path, at=f"line {n}: ")
+        if not isinstance(parsed.get("arm"), str):
+            raise KdlabError(f"{path}: line {n}: arm: Field required; {DAMAGED}")
+        if parsed["arm"] in arms:
+            out.append(parsed)
+    return out
+
+
+def _number(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+def read_env(path: Path) -> dict[str, Any]:
+    """``env.json`` read and validated (:class:`kdlab.records.EnvRecord`); the dict as written."""
+    from kdlab.records import DAMAGED, EnvRecord, check_record, read_json_record
+
+    hint = f"{DAMAGED}, or delete {Path(path).name} to keep going without it"
+    env = read_json_record(path, hint=hint)
+    check_record(EnvRecord, env, path, hint=hint, what="an environment record")
+    return dict(env)

@@ -15,7 +15,7 @@ from PIL import Image
 
 # imported here once, so that each forked case starts in milliseconds
 import kdlab.cli
-import kdlab.lab  # noqa: F401
+import kdlab.lab.run  # noqa: F401
 from kdlab.config.load import MAX_NODES, load_experiment, parse_yaml, show_value
 from kdlab.data import memory
 from kdlab.data.splits import stratified_split

@@ -21,7 +21,7 @@ import pytest
 from bounded import assert_clean_error, assert_nothing_written, run_bounded
 from PIL import Image
 
-import kdlab.predict
+import kdlab.apps.predict
 
 MEM_MB = 1024
 FAST = ["--set", "device=cpu", "--set", "teacher.epochs=1", "--set", "student.epochs=1", "-q"]
@@ -447,14 +447,14 @@ def _lines_file(tmp: Path, n: int) -> Path:
 
 
 def _many_stdin(tmp: Path, mp: pytest.MonkeyPatch) -> list[str]:
-    mp.setattr(kdlab.predict, "MAX_INPUTS", 1000)
+    mp.setattr(kdlab.apps.predict, "MAX_INPUTS", 1000)
     data = _lines_file(tmp, 1500).read_bytes()
     mp.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))  # the forked child reads it
     return ["-"]
 
 
 def _over_budget(tmp: Path, mp: pytest.MonkeyPatch) -> list[str]:
-    mp.setattr(kdlab.predict, "MAX_INPUT_BYTES", 2**20)
+    mp.setattr(kdlab.apps.predict, "MAX_INPUT_BYTES", 2**20)
     return [str(_lines_file(tmp, 100_000))]  # 1.5 MB of lines
 
 

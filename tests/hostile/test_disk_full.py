@@ -30,6 +30,8 @@ from bounded import assert_clean_error, run_bounded
 import kdlab.io as kio
 from kdlab.report import figures, render
 
+pytestmark = pytest.mark.e2e  # whole lab runs: `pytest -m "not e2e"` skips them
+
 TINY = ["--set", "device=cpu", "--set", "teacher.model=mlp-teacher", "--set", "teacher.epochs=1"]
 TINY += ["--set", "student.epochs=1", "--set", "data.train_limit=100", "-q"]
 RUN_FILES = [

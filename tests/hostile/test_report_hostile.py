@@ -27,6 +27,8 @@ from PIL import Image
 from kdlab.models.registry import MODELS
 from kdlab.report.render import write_report
 
+pytestmark = pytest.mark.e2e  # whole lab runs: `pytest -m "not e2e"` skips them
+
 TINY = ["--set", "device=cpu", "--set", "teacher.model=mlp-teacher", "--set", "teacher.epochs=1"]
 TINY += ["--set", "student.epochs=1", "--set", "data.train_limit=100", "-q"]
 
@@ -246,9 +248,9 @@ def test_a_failed_arms_checkpoint_json_is_standard_json_and_gives_its_nan_back(
     meta = _strict(texts["epoch-0001.json"])
     assert meta["history"][0]["val_loss"] is None and meta["nonfinite"]["/history/0/val_loss"] == "NaN"
 
-    from kdlab.checkpoint import ArmCheckpoint
-    from kdlab.loop import make_optimizer
     from kdlab.models.registry import create_model
+    from kdlab.train.checkpoint import ArmCheckpoint
+    from kdlab.train.loop import make_optimizer
 
     model = create_model(nonfinite_models["stops"], num_classes=10, input_shape=(1, 8, 8))
     state = ArmCheckpoint(folder, "teacher").load(model, make_optimizer(list(model.parameters())))

@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 from bounded import assert_clean_error, run_bounded
 
+pytestmark = pytest.mark.e2e  # whole lab runs: `pytest -m "not e2e"` skips them
+
 MEM_MB = 1024
 TIMEOUT = 60
 SETS = ["device=cpu", "teacher.model=mlp-teacher", "student.model=mlp-student", "teacher.epochs=1"]
@@ -45,10 +47,10 @@ def bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The untouched run folders every case copies: ``done``, ``text``, ``stopped``, ``comparison``."""
     from text_corpus import reviews, write_table
 
-    from kdlab.compare import write_comparison
     from kdlab.config import load_experiment
     from kdlab.errors import RunInterrupted
-    from kdlab.lab import run_lab
+    from kdlab.lab.compare import write_comparison
+    from kdlab.lab.run import run_lab
 
     root = tmp_path_factory.mktemp("bases")
     out: dict[str, Path] = {}
@@ -554,7 +556,7 @@ def test_a_lying_run_folder_is_one_line_and_nothing_is_written(
 
 def test_untampered_folders_are_read(bases: dict[str, Path], tmp_path: Path) -> None:
     """The same readers accept the folders as written (the corpus tests the records, not the readers' luck)."""
-    from kdlab.checkpoint import ArmCheckpoint
+    from kdlab.train.checkpoint import ArmCheckpoint
 
     res = run_bounded(show(bases["done"]), mem_mb=MEM_MB, timeout=TIMEOUT)
     assert res.code == 0 and "distilled" in res.out, res.err

@@ -135,7 +135,7 @@ class DistillConfig(Section):
     )
 
     def method_options(self) -> dict[str, Any]:
-        """The method-specific options, as keyword arguments of :class:`~kdlab.distiller.Distiller`."""
+        """The method-specific options, as keyword arguments of :class:`~kdlab.train.distiller.Distiller`."""
         not_method = {"method", "alpha", "temperature", "t_squared", "teacher_cache", "teacher_cache_dtype"}
         return self.model_dump(exclude={*not_method, "teacher_cache_dir"})
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from kdlab import stats
 from kdlab.errors import KdlabError
+from kdlab.runs import read_history_rows
 from kdlab.records import (
     COMPARISON_DAMAGED,
     DAMAGED,
@@ -21,7 +21,7 @@ from kdlab.records import (
     read_record_bytes,
     read_run_config,
 )
-from kdlab.recovery import read_history_rows
+from kdlab.report import stats
 from kdlab.runs import read_results
 
 METRIC = "test_accuracy"
@@ -170,6 +170,6 @@ def _read_config(path: Path) -> str:
 
 def _read_env(path: Path) -> dict[str, Any]:
     """env.json, validated (missing: empty)."""
-    from kdlab.recovery import read_env
+    from kdlab.runs import read_env
 
     return read_env(path) if path.is_file() else {}

@@ -13,11 +13,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kdlab import __version__
 from kdlab.io import atomic_write_text
 from kdlab.report.collect import ReportData, load_report_data
 from kdlab.report.figures import FIGURES
 from kdlab.report.table import human_bytes
+from kdlab.version import __version__
 
 REPORT_FILE = "report.html"
 

@@ -77,7 +77,7 @@ def print_results(results: dict[str, Any], console: Console | None = None, run_d
         if error:
             line += f" ({error})"
         if run_dir is not None and status in ("running", "interrupted"):
-            from kdlab.recovery import read_failed_marker, resume_command
+            from kdlab.runs import read_failed_marker, resume_command
 
             failed = read_failed_marker(run_dir) if status == "running" else None
             if failed is not None:  # the failure could not be recorded in results.json (a full disk)

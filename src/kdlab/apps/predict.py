@@ -1,0 +1,315 @@
+"""Use a finished run: load its models (and vocabulary) and classify new texts or image files.
+
+A run folder holds everything needed: ``config.resolved.yaml`` (data settings), ``results.json``
+(classes, input shape, model name and weights file per arm), the weights (``teacher.safetensors``,
+``student-scratch.safetensors``, ``student-distilled.safetensors``; a ``kdlab compare`` seed
+folder also ``student-<method>.safetensors`` per compared method) and, for text runs,
+``vocab.json``. Inputs are prepared exactly as in training: texts through the run's tokenizer and
+vocabulary (first ``max_len`` tokens, padding at the end); images converted to RGB or grayscale
+to match the run's input channels, resized to its input size (bilinear) and scaled to [0, 1].
+
+Example:
+    >>> run = kdlab.load_run("runs/20250101-120000-imdb")
+    >>> run.predict(["A wonderful film.", "Dull and far too long."])[0].label
+    'pos'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from kdlab.config.schema import ExperimentConfig
+from kdlab.data.files import NotRegularFile, TextLines, cannot_open, kind_of, open_regular
+from kdlab.data.images import ImageTooLarge, decode_image
+from kdlab.data.text import VOCAB_FILE, Vocab, load_vocab
+from kdlab.errors import ConfigError, DataError, KdlabError
+from kdlab.io import check_weights, load_weights
+from kdlab.kd.losses import softmax_probs
+from kdlab.models.registry import create_model
+from kdlab.records import DAMAGED, read_run_config
+from kdlab.runs import read_results
+
+BATCH = 256
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One input's predicted class, its probability and every class's probability."""
+
+    input: str
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LoadedRun:
+    """A finished run's models (eval mode, CPU), classes, input shape, vocabulary and config.
+
+    Attributes:
+        path: the run folder.
+        config: the resolved experiment config the run used.
+        results: ``results.json``.
+        classes: class names, index = model output.
+        input_shape: one input's shape, ``(L,)`` for text, ``(C, H, W)`` for images.
+        vocab: the text vocabulary (None for image runs).
+        models: arm -> model, for every loaded arm (``teacher``, ``scratch``, ``distilled``, and a
+            comparison's method arms such as ``kd`` or ``dist``).
+    """
+
+    path: Path
+    config: ExperimentConfig
+    results: dict[str, Any]
+    classes: list[str]
+    input_shape: tuple[int, ...]
+    vocab: Vocab | None
+    models: dict[str, nn.Module] = field(default_factory=dict)
+
+    @property
+    def is_text(self) -> bool:
+        return self.vocab is not None
+
+    def model(self, arm: str = "distilled") -> nn.Module:
+        if arm not in self.models:
+            recorded = self.results.get("arms", {})
+            if arm not in recorded:
+                raise ConfigError(
+                    f"--arm: '{arm}' is not an arm of {self.path} (arms: {', '.join(recorded) or 'none'})"
+                )
+            raise KdlabError(f"{self.path}: has no weights for arm '{arm}' (arms: {', '.join(self.models) or 'none'})")
+        return self.models[arm]
+
+    def encode(self, inputs: Sequence[str]) -> Tensor:
+        """Texts -> ``[N, max_len]`` token ids (text runs); image paths -> ``[N, C, H, W]`` floats in [0, 1]."""
+        if self.vocab is not None:
+            return self.vocab.encode(list(inputs))
+        return load_images([Path(p) for p in inputs], self.input_shape)
+
+    @torch.no_grad()
+    def predict(self, inputs: Sequence[str], *, arm: str = "distilled") -> list[Prediction]:
+        """Classify texts (text runs) or image files (image runs) with the model of ``arm``."""
+        model = self.model(arm)
+        out: list[Prediction] = []
+        for start in range(0, len(inputs), BATCH):
+            chunk = list(inputs[start : start + BATCH])
+            probs = softmax_probs(model(self.encode(chunk)))
+            for text, row in zip(chunk, probs.tolist(), strict=True):
+                best = int(np.argmax(row))
+                out.append(Prediction(text, self.classes[best], row[best], dict(zip(self.classes, row, strict=True))))
+        return out
+
+
+def load_run(path: str | Path, *, arms: Sequence[str] | None = None) -> LoadedRun:
+    """Load a run folder written by ``kdlab run`` / :func:`kdlab.run_lab`.
+
+    Args:
+        path: the run folder.
+        arms: which arms to load (default: every arm recorded in ``results.json`` whose weights
+            file exists).
+
+    Raises:
+        KdlabError: not a run folder, config or vocabulary unreadable, weights that do not fit.
+    """
+    run_dir = Path(path)
+    results = read_results(run_dir)  # validated: classes, input shape, arms (kdlab.records.ResultsRecord)
+    config = read_run_config(run_dir / "config.resolved.yaml")
+    classes = [str(c) for c in results["data"]["classes"]]
+    shape = tuple(int(d) for d in results["data"]["input_shape"])
+    vocab_path = run_dir / VOCAB_FILE
+    vocab = load_vocab(vocab_path) if vocab_path.is_file() else None
+    if vocab is None and len(shape) == 1:
+        raise KdlabError(f"{run_dir}: a text run without {VOCAB_FILE}; it cannot encode new text")
+    if vocab is not None and shape != (vocab.max_len,):
+        raise KdlabError(
+            f"{vocab_path}: max_len: {vocab.max_len} tokens, but results.json records the input shape "
+            f"{list(shape)}; {DAMAGED}"
+        )
+    run = LoadedRun(run_dir, config, results, classes, shape, vocab)
+    recorded: dict[str, Any] = results.get("arms") or {}
+    for arm in arms or list(recorded):
+        info = recorded.get(arm) or {}
+        name = str(info.get("weights") or "")
+        if name and Path(name).name != name:  # results.json names a file of the run folder, nothing else
+            raise KdlabError(
+                f"{run_dir / 'results.json'}: arm '{arm}' names weights outside the run folder ({name}); {DAMAGED}"
+            )
+        weights = run_dir / name if name else None
+        if weights is None or not weights.is_file():
+            if arms:
+                run.model(arm)  # raises the one-line "not an arm" / "no weights" error
+            continue
+        run.models[arm] = arm_model(
+            str(info.get("model") or (config.teacher.model if arm == "teacher" else config.student.model)),
+            weights,
+            arm=arm,
+            num_classes=len(classes),
+            input_shape=shape,
+            vocab_size=len(vocab) if vocab else None,
+        )
+    return run
+
+
+def arm_model(
+    name: str,
+    weights: Path,
+    *,
+    arm: str,
+    num_classes: int,
+    input_shape: Sequence[int],
+    vocab_size: int | None,
+) -> nn.Module:
+    """Rebuild the registered model ``name`` sized as recorded and load an arm's weights (eval mode, CPU)."""
+    what = f"{arm} '{name}'"
+    try:
+        with torch.device("meta"):  # the architecture without its memory: any recorded size costs nothing
+            skeleton = create_model(name, num_classes=num_classes, input_shape=input_shape, vocab_size=vocab_size)
+    except (RuntimeError, NotImplementedError):  # a model that cannot be built on the meta device
+        skeleton = None
+    if skeleton is not None:
+        check_weights(skeleton, weights, what=what)  # a file that does not fit is refused before allocating
+    model = create_model(name, num_classes=num_classes, input_shape=input_shape, vocab_size=vocab_size)
+    load_weights(model, weights, what=what)
+    return model.eval()
+
+
+MAX_INPUTS = 100_000
+"""``kdlab predict`` classifies at most this many texts per call (from arguments, files and stdin)."""
+MAX_INPUT_BYTES = 128 * 2**20
+"""... and reads at most this much text from files and standard input (128 MiB)."""
+
+
+def expand_inputs(run: LoadedRun, items: Sequence[str]) -> list[str]:
+    """CLI inputs -> what :meth:`LoadedRun.predict` takes.
+
+    Text runs: an argument naming an existing regular file stands for its non-empty lines (one
+    text per line), ``-`` for the lines of standard input, anything else is a text. Image runs:
+    every argument is an image file.
+
+    Bounded: at most :data:`MAX_INPUTS` texts and :data:`MAX_INPUT_BYTES` of text read, each line
+    at most 16 MiB; files must be UTF-8. A path that is a FIFO or a device is refused, not read
+    (pipe texts into ``-``).
+    """
+    if not items:
+        raise DataError("no inputs: give texts, text files (one text per line) or image files")
+    if not run.is_text:
+        return list(items)
+    out: list[str] = []
+    read = 0  # bytes of text read from files and stdin so far
+    for item in items:
+        kind = _path_kind(item)
+        if item == "-":
+            if sys.stdin is None:
+                raise DataError("-: there is no standard input to read texts from")
+            stdin = getattr(sys.stdin, "buffer", None) or _EncodedText(sys.stdin)
+            read += _add_lines(out, stdin, "standard input", read)
+        elif kind == "file":
+            try:
+                f = open_regular(Path(item))
+            except OSError as e:
+                raise cannot_open(Path(item), e, "input") from None
+            with f:
+                read += _add_lines(out, f, item, read)
+        elif kind is not None:
+            raise DataError(f"{item}: is {kind}, not a text file; pipe its texts into `kdlab predict RUN -` instead")
+        else:
+            out.append(item)
+            _check_count(out, "the arguments")
+    if not out:
+        raise DataError("no inputs: the given files hold no non-empty lines")
+    return out
+
+
+def _path_kind(item: str) -> str | None:
+    """``'file'`` for an existing regular file, what it is for a FIFO / device / socket, else None (a text)."""
+    try:
+        mode = os.stat(item).st_mode
+    except (OSError, ValueError):  # no such file, a name too long for a path, a NUL character: a text
+        return None
+    if stat.S_ISREG(mode):
+        return "file"
+    return None if stat.S_ISDIR(mode) else kind_of(mode)
+
+
+def _add_lines(out: list[str], stream: Any, name: str, already_read: int) -> int:
+    """Append the non-empty lines of ``stream`` to ``out``; return the bytes read."""
+    hint = f"kdlab predict reads at most {MAX_INPUT_BYTES // 2**20} MiB of text per call; split the input"
+    lines = TextLines(stream, name, max_total=MAX_INPUT_BYTES, total_hint=hint, already_read=already_read)
+    for line in lines:
+        text = line.rstrip("\r\n")
+        if text.strip():
+            out.append(text)
+            _check_count(out, name)
+    return lines.offset
+
+
+def _check_count(out: list[str], name: str) -> None:
+    if len(out) > MAX_INPUTS:
+        raise DataError(
+            f"{name}: more than {MAX_INPUTS:,} inputs; kdlab predict classifies at most that many per call, "
+            "split them over several calls"
+        )
+
+
+class _EncodedText:
+    """A text stream (``sys.stdin`` replaced by a ``StringIO``) read as UTF-8 bytes."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def readline(self, limit: int = -1) -> bytes:
+        return str(self.stream.readline(limit)).encode("utf-8", "surrogatepass")
+
+
+def load_images(paths: Sequence[Path], input_shape: tuple[int, ...]) -> Tensor:
+    """Image files -> ``[N, C, H, W]`` float32 in [0, 1]: RGB (C=3) or grayscale (C=1), resized to H×W.
+
+    Decoded as the image-folder loader decodes for training (:func:`kdlab.data.images.decode_image`):
+    a file that is missing, not a regular file, not an image, or over Pillow's pixel limit
+    (``PIL.Image.MAX_IMAGE_PIXELS``) is a one-line DataError naming it.
+    """
+    if len(input_shape) != 3 or input_shape[0] not in (1, 3):
+        raise KdlabError(f"run input shape {input_shape} is not an image shape (1 or 3 channels)")
+    c, h, w = input_shape
+    mode = "L" if c == 1 else "RGB"
+    out = np.empty((len(paths), c, h, w), dtype=np.float32)
+    for i, p in enumerate(paths):
+        try:
+            arr = decode_image(p, mode, (w, h)).astype(np.float32)
+        except FileNotFoundError:
+            raise DataError(f"{p}: no such image file (an image run classifies image files)") from None
+        except NotRegularFile as e:
+            raise DataError(f"{p}: {e.strerror}; an image run classifies image files") from None
+        except ImageTooLarge as e:
+            raise DataError(f"{p}: image too large to decode ({e}); resize it") from None
+        except MemoryError:
+            raise DataError(f"{p}: not enough memory to decode this image; resize it") from None
+        except Exception as e:  # whatever Pillow raises for a corrupt or unsupported file
+            raise DataError(f"{p}: cannot read as an image ({type(e).__name__})") from None
+        out[i] = (arr[None] if c == 1 else arr.transpose(2, 0, 1)) / 255.0
+    return torch.from_numpy(out)
+
+
+def print_predictions(preds: Sequence[Prediction], *, as_json: bool = False, width: int = 70) -> None:
+    """``label  probability  input`` per line (input shortened to ``width``), or a JSON list."""
+    if as_json:
+        sys.stdout.write(json.dumps([p.to_json() for p in preds], ensure_ascii=False, indent=2) + "\n")
+        return
+    pad = max(len(p.label) for p in preds) if preds else 0
+    for p in preds:
+        shown = " ".join(p.input.split())
+        shown = shown if len(shown) <= width else shown[: width - 1] + "…"
+        sys.stdout.write(f"{p.label:<{pad}}  {p.probability:.3f}  {shown}\n")

@@ -1,0 +1,252 @@
+"""The ``kdlab`` command: a thin layer over the Python API.
+
+Each command loads its input, calls one API function and prints where the results are. User
+mistakes (:class:`~kdlab.errors.KdlabError`) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from kdlab.errors import KdlabError
+
+ARM_HELP = "teacher | scratch | distilled | a compared method in a seed folder (kd, dist, …)"
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="kdlab: train a teacher, a student from scratch and a distilled student, and compare them.",
+)
+# Pipes and logs get a fixed, roomy width (rich would assume 80 columns and squeeze the table).
+console = Console() if Console().is_terminal else Console(width=120)
+err_console = Console(stderr=True) if Console(stderr=True).is_terminal else Console(stderr=True, width=160)
+
+SetOption = Annotated[
+    Optional[list[str]],  # noqa: UP045 - typer needs Optional on Python 3.10
+    typer.Option("--set", "-s", help="override a config key, e.g. --set distill.alpha=0.5 (repeatable)"),
+]
+
+
+@app.command()
+def run(
+    experiment: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Argument(help="preset name (`kdlab presets`) or experiment .yaml; default: digits"),
+    ] = None,
+    set_: SetOption = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="parent folder of the run folder")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="continue an interrupted run folder from its last complete epoch")
+    ] = None,
+) -> None:
+    """Train and compare teacher, scratch student and distilled student; write a run folder."""
+    from kdlab.config import load_experiment
+    from kdlab.errors import RunInterrupted
+    from kdlab.lab.recovery import SIGNAL_EXIT, StopOnSignal, resume_command
+    from kdlab.lab.resume import resume_lab
+    from kdlab.lab.run import run_lab
+    from kdlab.report.table import print_results
+    from kdlab.runs import read_results
+    from kdlab.train.distributed import launch_rank
+    from kdlab.train.progress import RichProgress
+
+    if resume is not None and (experiment is not None or set_ or out is not None):
+        raise KdlabError("--resume continues a run with its saved config: give no experiment, --set or --out")
+    cfg = None if resume is not None else load_experiment(experiment, set_ or [])
+    progress = None if quiet else (lambda arm: RichProgress(arm, err_console))
+    log = None if quiet else lambda m: err_console.print(m)
+    with StopOnSignal() as stop:
+        try:
+            if resume is not None:
+                run_dir = resume_lab(resume, progress=progress, log=log, stop=stop)
+            else:
+                assert cfg is not None
+                run_dir = run_lab(cfg, out=out, progress=progress, log=log, stop=stop)
+        except RunInterrupted as e:
+            folder = Path(str(e.run_dir if e.run_dir is not None else resume))
+            err_console.print(f"interrupted; resume with: {resume_command(folder)}", markup=False, highlight=False)
+            raise typer.Exit(SIGNAL_EXIT.get(stop.signum or signal.SIGINT, 130)) from None
+    if launch_rank() != 0:  # under torchrun only rank 0 reports (and only it wrote a run folder)
+        return
+    print_results(read_results(run_dir), console, run_dir)
+    _write_report_safely(run_dir)
+    console.print(f"run folder: {run_dir}")
+
+
+@app.command()
+def show(run_dir: Annotated[Path, typer.Argument(help="a run folder written by `kdlab run`")]) -> None:
+    """Re-print a finished run's comparison table."""
+    from kdlab.report.table import print_results
+    from kdlab.runs import read_results
+
+    print_results(read_results(run_dir), console, run_dir)
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder written by `kdlab run`")],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(help="texts, text files (one text per line) or - for stdin; image files for image runs"),
+    ],
+    arm: Annotated[str, typer.Option("--arm", help=ARM_HELP)] = "distilled",
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON list instead of lines")] = False,
+) -> None:
+    """Classify new inputs with a finished run's model: class and probability per input."""
+    from kdlab.apps.predict import expand_inputs, load_run, print_predictions
+
+    run = load_run(run_dir, arms=[arm])
+    print_predictions(run.predict(expand_inputs(run, inputs), arm=arm), as_json=as_json)
+
+
+@app.command()
+def presets() -> None:
+    """List the built-in experiment presets."""
+    from kdlab.config import list_presets
+
+    for name, description in list_presets().items():
+        console.print(f"[bold]{name:<14}[/bold] {description}")
+
+
+@app.command()
+def models() -> None:
+    """List the registered model names."""
+    from kdlab.models import list_models
+
+    for name in list_models():
+        console.print(name)
+
+
+@app.command()
+def compare(
+    experiment: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Argument(help="preset name (`kdlab presets`) or experiment .yaml; default: digits"),
+    ] = None,
+    methods: Annotated[
+        str, typer.Option("--methods", "-m", help="comma-separated distill methods, e.g. kd,dkd or kd:temperature=8")
+    ] = "kd",
+    seeds: Annotated[int, typer.Option("--seeds", "-n", help="number of seeds: the config's seed and the next")] = 3,
+    set_: SetOption = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="parent folder of the comparison folder")] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="continue this comparison folder; finished cells are skipped")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
+) -> None:
+    """Compare scratch and distilled students over several seeds, with 95% intervals and paired tests."""
+    from kdlab.config import load_experiment
+    from kdlab.errors import RunInterrupted
+    from kdlab.lab.compare import read_comparison, run_comparison
+    from kdlab.lab.recovery import SIGNAL_EXIT, StopOnSignal
+    from kdlab.report.compare_table import print_comparison
+    from kdlab.train.progress import RichProgress
+
+    cfg = load_experiment(experiment, set_ or [])
+    progress = None if quiet else (lambda arm: RichProgress(arm, err_console))
+    log = None if quiet else lambda m: err_console.print(m, markup=False)
+    with StopOnSignal() as stop:
+        try:
+            comp_dir = run_comparison(
+                cfg, methods, seeds, out=out, resume=resume, progress=progress, log=log, stop=stop
+            )
+        except RunInterrupted as e:
+            folder = Path(str(e.run_dir)).parent if e.run_dir is not None else resume
+            again = [
+                "kdlab",
+                "compare",
+                *([experiment] if experiment else []),
+                *(a for v in set_ or [] for a in ("--set", v)),
+            ]
+            err_console.print(
+                f"interrupted; resume with: {shlex.join([*again, '--resume', str(folder)])}", markup=False
+            )
+            raise typer.Exit(SIGNAL_EXIT.get(stop.signum or signal.SIGINT, 130)) from None
+    print_comparison(read_comparison(comp_dir), console)
+    _write_report_safely(comp_dir)
+    console.print(f"comparison folder: {comp_dir}")
+
+
+@app.command()
+def report(
+    folder: Annotated[Path, typer.Argument(help="a run folder (`kdlab run`) or comparison folder (`kdlab compare`)")],
+) -> None:
+    """Write a self-contained report.html (tables, curves, trade-offs, confusion matrices) in FOLDER."""
+    from kdlab.report.render import write_report
+
+    console.print(f"report: {write_report(folder)}")
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder, or a comparison's seed-<s> folder")],
+    format_: Annotated[str, typer.Option("--format", "-f", help="export format: onnx")] = "onnx",
+    arm: Annotated[str, typer.Option("--arm", help=ARM_HELP)] = "distilled",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="default RUN_DIR/export/ARM.onnx")] = None,
+) -> None:
+    """Export a trained network to ONNX and check onnxruntime's output against PyTorch's."""
+    from kdlab.apps.export import FORMATS, PARITY_ATOL, export_onnx
+    from kdlab.errors import ConfigError
+
+    if format_ not in FORMATS:
+        raise ConfigError(f"--format: unknown export format '{format_}' (known: {', '.join(FORMATS)})")
+    result = export_onnx(run_dir, arm=arm, out=out)
+    diff = f"max |onnx - torch| = {result.max_abs_diff:.2e} <= {PARITY_ATOL:g}"
+    console.print(f"exported {result.arm}: {result.path} ({diff})")
+
+
+def _write_report_safely(folder: Path) -> None:
+    """Write report.html after a run; a failure is reported but never loses the recorded results."""
+    from kdlab.errors import StorageError
+    from kdlab.report.render import write_report
+
+    try:
+        write_report(folder)
+    except OSError as e:  # a full disk (StorageError is one): the results are recorded, the report is not
+        raise StorageError(
+            f"{e}; report.html not written (the results are recorded): run `kdlab report {folder}` once there is space"
+        ) from None
+    except Exception as e:  # the results are already on disk: say what failed and carry on
+        err_console.print(
+            f"warning: report.html not written ({type(e).__name__}: {e}); retry with `kdlab report {folder}`",
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+def main() -> None:
+    """Console-script entry point: KdlabError -> one line on stderr, exit status 2."""
+    try:
+        code = app(standalone_mode=False)  # returns a typer.Exit's code instead of raising it
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except KdlabError as e:
+        err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("aborted", markup=False)
+        sys.exit(130)
+    except Exception as e:
+        if _is_usage_error(e):  # typer/click's own errors: short usage message, exit 2
+            e.show()  # type: ignore[attr-defined]
+            sys.exit(e.exit_code)  # type: ignore[attr-defined]
+        raise
+
+
+def _is_usage_error(e: BaseException) -> bool:
+    """True for click's ``ClickException`` family (usage errors, bad option values, missing args).
+
+    Recognised by its interface, not its class: typer releases differ in whether they use the
+    ``click`` package or a copy of it inside typer, so importing ``click`` here would break on some.
+    """
+    return any(c.__name__ == "ClickException" for c in type(e).__mro__) and callable(getattr(e, "show", None))

@@ -1,0 +1,297 @@
+"""Several seeds, several KD methods, one honest comparison.
+
+For every seed ``s`` a sub-folder ``seed-<s>/`` holds one lab run (:class:`kdlab.lab.run.LabSession`):
+the teacher (trained once per seed, or loaded), the scratch student, and one distilled student
+per method — all students start from the same initial weights and see the same data order, so
+per seed the arms differ only by their objective. ``comparison.json`` then gives, per arm, the
+mean test accuracy with a t-interval across seeds, and per distilled arm the paired difference
+to scratch with its interval and paired t-test p-value (:mod:`kdlab.report.stats`). The reported epoch of
+each arm is chosen on the validation split only (``train.select``). Schema: ``docs/compare.md``.
+
+A method is a registered ``distill.method`` name, optionally followed by ``:key=value`` settings
+of the ``distill`` section, e.g. ``kd``, ``kd:temperature=8:alpha=0.5``; that whole text names the
+arm. Each (method, seed) cell is recorded atomically in its seed folder's results.json when it
+finishes; resuming a comparison folder skips the cells already recorded.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from kdlab.config.load import format_validation_error, parse_value
+from kdlab.config.schema import DistillConfig, ExperimentConfig
+from kdlab.errors import ConfigError, KdlabError
+from kdlab.io import atomic_write_json, atomic_write_text
+from kdlab.kd.objective import METHODS, refuses
+from kdlab.lab.run import ProgressFactory, check_inputs, run_lab
+from kdlab.records import COMPARISON_DAMAGED, ComparisonRecord, check_record, read_json_record, read_run_config
+from kdlab.report import stats
+from kdlab.report.collect import BASE_ARMS, EXTRA_METRICS, METRIC, summarize_arms
+from kdlab.runs import create_run_dir, env_info, read_results, write_config
+from kdlab.train.loop import resolve_device
+from kdlab.version import __version__
+
+COMPARISON_FILE = "comparison.json"
+CSV_COLUMNS = ("arm", "seed", METRIC, *EXTRA_METRICS)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One distilled arm: its name as typed (``kd:temperature=8``), its distill settings, and notes
+    on settings of the experiment it did not inherit."""
+
+    arm: str
+    distill: DistillConfig
+    notes: tuple[str, ...] = ()
+
+
+# distill.* settings that only some methods take: an arm inherits the experiment's value when its
+# method takes it, and otherwise keeps the default (with a note), unless the arm sets it itself.
+METHOD_SPECIFIC = ("t_squared", "standardize", "feature_pairs")
+
+
+def parse_methods(methods: str | Sequence[str], base: DistillConfig) -> list[MethodSpec]:
+    """``"kd,kd:temperature=8"`` (or a list of such items) -> one :class:`MethodSpec` per item.
+
+    Settings after ``:`` override ``base`` (the experiment's distill section) for that arm only.
+    A method-specific setting of ``base`` that the arm's method does not take (the lab preset's
+    ``t_squared: false`` for ``dist``, which always scales by T²) is not inherited: the arm keeps
+    that key's default and the spec carries a note saying so. Set on the arm itself
+    (``dist:t_squared=false``), it is an error as in an experiment file. Unknown method names and
+    invalid settings raise :class:`ConfigError`.
+    """
+    items = methods.split(",") if isinstance(methods, str) else list(methods)
+    items = [m.strip() for m in items if m.strip()]
+    if not items:
+        raise ConfigError("--methods: give at least one method, e.g. --methods kd (known: " + _known() + ")")
+    specs: list[MethodSpec] = []
+    for item in items:
+        name, *settings = item.split(":")
+        if name not in METHODS:
+            raise ConfigError(f"--methods: {METHODS.unknown_message(name)}")
+        raw = base.model_dump(mode="json") | {"method": name}
+        own: set[str] = set()
+        for setting in settings:
+            key, sep, text = setting.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"--methods {item!r}: expected method:key=value, e.g. kd:temperature=8")
+            raw[key.strip()] = parse_value(text, f"--methods {name}:{key.strip()[:40]}")  # bounded YAML
+            own.add(key.strip())
+        notes: list[str] = []
+        for key in METHOD_SPECIFIC:
+            default = DistillConfig.model_fields[key].default
+            if key not in own and raw[key] != default and refuses(name, key, raw[key]):
+                notes.append(
+                    f"{item}: distill.{key}={json.dumps(raw[key])} from the experiment "
+                    f"does not apply to {name}; this arm uses {key}={json.dumps(default)}"
+                )
+                raw[key] = default
+        try:
+            distill = DistillConfig.model_validate(raw)
+        except ValidationError as e:
+            raise ConfigError(f"--methods {item!r}: distill.{format_validation_error(e)}") from None
+        if item in BASE_ARMS or any(s.arm == item for s in specs):
+            raise ConfigError(f"--methods: '{item}' is given twice or names a base arm; each arm once")
+        specs.append(MethodSpec(item, distill, tuple(notes)))
+    return specs
+
+
+def resolve_seeds(seeds: int | Sequence[int], first: int = 0) -> list[int]:
+    """``n`` -> ``[first, …, first + n − 1]``; an explicit list is checked (≥ 0, no repeats)."""
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise ConfigError(f"--seeds: must be >= 1 (got {seeds}); 3 or more give confidence intervals")
+        return [first + i for i in range(seeds)]
+    out = [int(s) for s in seeds]
+    if not out or any(s < 0 for s in out) or len(set(out)) != len(out):
+        raise ConfigError(f"seeds: need distinct seeds >= 0 (got {out})")
+    return out
+
+
+def run_comparison(
+    cfg: ExperimentConfig,
+    methods: str | Sequence[str],
+    seeds: int | Sequence[int],
+    *,
+    out: Path | None = None,
+    resume: Path | None = None,
+    teacher_checkpoint: Path | None = None,
+    progress: ProgressFactory | None = None,
+    log: Callable[[str], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> Path:
+    """Run (or resume) a multi-seed, multi-method comparison; returns its folder.
+
+    Args:
+        cfg: the experiment; its ``seed`` is the first seed when ``seeds`` is a count.
+        methods: ``"kd,dkd"`` or a list of method specs (see :func:`parse_methods`).
+        seeds: how many seeds, or the seeds themselves.
+        out: parent folder of the new comparison folder (default ``cfg.out``); when ``out`` is
+            itself a comparison folder it is resumed.
+        resume: a comparison folder to continue: finished (method, seed) cells are skipped, the
+            unfinished ones of the methods and seeds it was started with are trained, and
+            ``methods``/``seeds`` not in it yet are added. Its config must equal ``cfg``.
+        teacher_checkpoint: load the teacher of every seed from this file instead of training it.
+        progress, log, stop: as for :func:`kdlab.lab.run.run_lab` (an interrupted cell continues from
+            its last complete epoch on resume).
+    """
+    say = log or (lambda _msg: None)
+    if teacher_checkpoint is not None:
+        cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"checkpoint": teacher_checkpoint})})
+    specs = parse_methods(methods, cfg.distill)
+    for note in (n for s in specs for n in s.notes):
+        say(f"note: {note}")
+    seed_list = resolve_seeds(seeds, cfg.seed)
+    if resume is None and out is not None and (Path(out) / COMPARISON_FILE).is_file():
+        resume = Path(out)
+    if resume is not None:
+        comp_dir = Path(resume)
+        _check_resumable(comp_dir, cfg)
+        say(f"resuming {comp_dir}")
+    else:
+        # data, model names, teacher checkpoint, each method's settings: a bad input leaves no folder
+        check_inputs(cfg, {s.arm: s.distill for s in specs})
+        comp_dir = create_run_dir(out if out is not None else cfg.out, f"{cfg.name}-compare")
+        write_config(comp_dir, cfg.model_dump(mode="json"))
+        atomic_write_json(comp_dir / "env.json", env_info(resolve_device(cfg.device), cfg.seed))
+    previous = _read_comparison(comp_dir) if resume is not None else {}
+    if resume is not None:
+        _check_seed_folders(comp_dir, previous["seeds"])
+    # A resumed comparison finishes every arm and seed it was started with, plus the new ones.
+    stored = [MethodSpec(a, DistillConfig.model_validate(m)) for a, m in previous.get("methods", {}).items()]
+    specs = [*(s for s in stored if s.arm not in {n.arm for n in specs}), *specs]
+    arms = {s.arm: s.distill.model_dump(mode="json") for s in specs}
+    all_seeds = list(dict.fromkeys([*previous.get("seeds", []), *seed_list]))
+    write_comparison(comp_dir, cfg, arms, all_seeds, status="running")
+
+    for seed in all_seeds:
+        seed_dir = comp_dir / f"seed-{seed}"
+        seed_dir.mkdir(exist_ok=True)
+        say(f"seed {seed}: {seed_dir}")
+        seed_cfg = cfg.model_copy(update={"seed": seed})
+        started = (seed_dir / "config.resolved.yaml").is_file()
+        run_lab(
+            seed_cfg,
+            run_dir=None if started else seed_dir,
+            resume=seed_dir if started else None,
+            arms={s.arm: s.distill for s in specs},
+            progress=progress,
+            log=log,
+            stop=stop,
+        )
+        write_comparison(comp_dir, cfg, arms, all_seeds, status="running")
+    write_comparison(comp_dir, cfg, arms, all_seeds, status="complete")
+    return comp_dir
+
+
+def _known() -> str:
+    return ", ".join(METHODS.names())
+
+
+def _read_comparison(comp_dir: Path) -> dict[str, Any]:
+    """comparison.json, read with the record bounds and validated (:class:`kdlab.records.ComparisonRecord`)."""
+    path = comp_dir / COMPARISON_FILE
+    data = read_json_record(path, hint=COMPARISON_DAMAGED)
+    if isinstance(data, dict) and data.get("kind") != "comparison":
+        raise KdlabError(f"{path}: not a kdlab comparison file (kind is not 'comparison')")
+    check_record(ComparisonRecord, data, path, hint=COMPARISON_DAMAGED, what="a kdlab comparison file")
+    return dict(data)
+
+
+def _check_seed_folders(comp_dir: Path, seeds: Sequence[int]) -> None:
+    """The records a resumed comparison reads of its seed folders (results, checkpoints) are sound,
+    before it writes anything: a damaged one is one line, and the folder stays as it was."""
+    from kdlab.train.checkpoint import ArmCheckpoint
+
+    for seed in seeds:
+        seed_dir = comp_dir / f"seed-{seed}"
+        if (seed_dir / "results.json").is_file():
+            read_results(seed_dir)
+        for folder in sorted((seed_dir / "checkpoints").glob("*/")):
+            if (ckpt := ArmCheckpoint(folder, folder.name)).exists():
+                ckpt.verify()
+
+
+def _check_resumable(comp_dir: Path, cfg: ExperimentConfig) -> None:
+    if not (comp_dir / COMPARISON_FILE).is_file():
+        raise KdlabError(f"--resume {comp_dir}: not a comparison folder (no {COMPARISON_FILE}); give one to resume")
+    stored = read_run_config(comp_dir / "config.resolved.yaml", hint=COMPARISON_DAMAGED).model_dump(mode="json")
+    current = cfg.model_dump(mode="json")
+    diff = _first_difference(stored, current, ignore={"seed", "out"})
+    if diff is not None:
+        raise KdlabError(
+            f"--resume {comp_dir}: the experiment differs from the one this comparison was started with "
+            f"at '{diff}'; resume with the same experiment and --set options, or start a new comparison"
+        )
+
+
+def _first_difference(a: Any, b: Any, *, ignore: set[str], prefix: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if not prefix and key in ignore:
+                continue
+            found = _first_difference(a.get(key), b.get(key), ignore=ignore, prefix=f"{prefix}{key}.")
+            if found is not None:
+                return found
+        return None
+    return None if a == b else prefix.rstrip(".")
+
+
+def write_comparison(
+    comp_dir: Path, cfg: ExperimentConfig, methods: dict[str, Any], seeds: Sequence[int], *, status: str
+) -> dict[str, Any]:
+    """Aggregate the seed folders into ``comparison.json`` and ``comparison.csv`` (atomically)."""
+    per_seed: dict[int, dict[str, Any]] = {}
+    for seed in seeds:
+        seed_dir = comp_dir / f"seed-{seed}"
+        if (seed_dir / "results.json").is_file():
+            per_seed[seed] = read_results(seed_dir)
+    arm_names = [*BASE_ARMS, *methods]
+    first = next(iter(per_seed.values()), {})
+    comparison: dict[str, Any] = {
+        "schema_version": 1,
+        "kind": "comparison",
+        "kdlab_version": __version__,
+        "name": cfg.name,
+        "status": status,
+        "metric": METRIC,
+        "confidence": stats.CONFIDENCE,
+        "selection": cfg.train.select,
+        "seeds": list(seeds),
+        "methods": methods,
+        "data": first.get("data"),
+        "arms": summarize_arms(per_seed, arm_names),
+        "seed_folders": {str(s): f"seed-{s}" for s in per_seed},
+    }
+    # A "complete" comparison.json is written last, after comparison.csv, so that a full disk in
+    # between leaves the previous one ("running", which --resume finishes); any other goes first,
+    # so a new comparison folder is resumable from its first write on.
+    if status != "complete":
+        atomic_write_json(comp_dir / COMPARISON_FILE, comparison)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for seed, res in per_seed.items():
+        for arm in arm_names:
+            if arm in res.get("arms", {}):
+                writer.writerow({"arm": arm, "seed": seed, **res["arms"][arm]})
+    atomic_write_text(comp_dir / "comparison.csv", buf.getvalue())
+    if status == "complete":
+        atomic_write_json(comp_dir / COMPARISON_FILE, comparison)
+    return comparison
+
+
+def read_comparison(comp_dir: Path) -> dict[str, Any]:
+    """Read a comparison folder's ``comparison.json`` (one-line errors for a wrong path)."""
+    comp_dir = Path(comp_dir)
+    if not (comp_dir / COMPARISON_FILE).is_file():
+        raise KdlabError(f"{comp_dir}: has no {COMPARISON_FILE} (not a comparison folder)")
+    return _read_comparison(comp_dir)

@@ -1,0 +1,56 @@
+"""``kdlab run --resume``: continue an interrupted run folder with its own config, or finish the
+files a complete run promises (:mod:`kdlab.lab.recovery` holds the bookkeeping it relies on)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kdlab.errors import KdlabError
+from kdlab.lab.recovery import RunLock, clear_failed_marker
+from kdlab.runs import read_history_rows, read_results
+
+
+def resume_lab(run_dir: Path, **options: Any) -> Path:
+    """Continue the run in ``run_dir`` with its own ``config.resolved.yaml``.
+
+    Finished arms are skipped, the unfinished arm continues from its last complete epoch, and the
+    result equals an uninterrupted run with the same seed (bit for bit on a CPU, timings aside).
+    ``options`` go to :func:`kdlab.lab.run.run_lab` (``progress``, ``log``, ``stop``). A run that is
+    already complete is left as it is, but for a promised file that is missing (the accuracy plot).
+    """
+    from kdlab.lab.run import run_lab
+    from kdlab.records import read_run_config
+    from kdlab.train.checkpoint import ArmCheckpoint
+
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.resolved.yaml"
+    if not run_dir.is_dir() or not cfg_path.is_file():
+        raise KdlabError(f"--resume {run_dir}: not a run folder (no config.resolved.yaml); give a folder under runs/")
+    cfg = read_run_config(cfg_path)
+    for folder in sorted((run_dir / "checkpoints").glob("*/")):  # a damaged checkpoint: refused before any write
+        if (ckpt := ArmCheckpoint(folder, folder.name)).exists():
+            ckpt.verify()
+    if (run_dir / "results.json").is_file():
+        results = read_results(run_dir)
+        if results.get("status") == "complete" and _finish_complete(run_dir, results):
+            return run_dir
+    clear_failed_marker(run_dir)
+    return run_lab(cfg, resume=run_dir, **options)
+
+
+def _finish_complete(run_dir: Path, results: dict[str, Any]) -> bool:
+    """For a run that says complete, write the files it promises that are missing (the accuracy
+    plot); False when an arm's weights are gone, so the run is resumed to train it again."""
+    from kdlab.report.figures import plot_accuracy
+
+    arms = results.get("arms")
+    if not isinstance(arms, dict) or not all(
+        isinstance(a, dict) and isinstance(a.get("weights"), str) and (run_dir / a["weights"]).is_file()
+        for a in arms.values()
+    ):
+        return False
+    if not (run_dir / "plots" / "accuracy.png").is_file():
+        with RunLock(run_dir):
+            plot_accuracy(run_dir, read_history_rows(run_dir, set(arms)))
+    return True

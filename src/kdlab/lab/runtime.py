@@ -1,0 +1,141 @@
+"""How a lab run uses its machine: device, process group, precision, data residency, training
+loaders with augmentation, and the teacher-logit cache. :func:`kdlab.lab.run.run_lab` asks this module
+and records :meth:`Runtime.record` in ``results.json`` (key ``performance``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from kdlab.config.schema import DistillConfig, ExperimentConfig
+from kdlab.data.augment import build_augment
+from kdlab.data.tensors import Batch, Split, TensorLoader
+from kdlab.train import accel, distributed, teacher_cache
+from kdlab.train.loop import resolve_device
+
+GB = 1024**3
+
+
+@dataclass
+class Runtime:
+    """Per-run decisions (one object per :func:`~kdlab.lab.run.run_lab` call)."""
+
+    cfg: ExperimentConfig
+    device: torch.device
+    dist: distributed.DistInfo
+    accel: accel.Accel
+    scratch_dir: Path | None = None
+    train_on_device: bool = True
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, cfg: ExperimentConfig) -> Runtime:
+        """Resolve the device, join the torchrun process group if launched by it, plan precision."""
+        here, device = distributed.setup(resolve_device(cfg.device))
+        plan = accel.plan(device, precision=cfg.train.precision, compile=cfg.train.compile)
+        if device.type == "cpu" and cfg.train.host_allocator == "auto":
+            accel.tune_host_allocator()
+        # Ranks other than 0 write nothing the user sees: their run folder is a throwaway one.
+        scratch = None if here.is_main else Path(tempfile.mkdtemp(prefix=f"kdlab-rank{here.rank}-"))
+        return cls(cfg, device, here, plan, scratch)
+
+    def out_dir(self, out: Path) -> Path:
+        return self.scratch_dir if self.scratch_dir is not None else out
+
+    def finish(self) -> None:
+        distributed.teardown()
+        if self.scratch_dir is not None:
+            shutil.rmtree(self.scratch_dir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ data
+    def place(self, splits: dict[str, Split]) -> dict[str, Split]:
+        """Splits on the device; a training split over ``data.max_memory_gb`` stays in host memory."""
+        train = splits["train"]
+        size = train.x.numel() * train.x.element_size()
+        self.train_on_device = self.device.type == "cpu" or size <= self.cfg.data.max_memory_gb * GB
+        out = {k: s.to(self.device) for k, s in splits.items() if k != "train"}
+        out["train"] = train.to(self.device) if self.train_on_device else train
+        return out
+
+    def train_loader(self, split: Split, seed: int) -> TensorLoader:
+        aug = self.cfg.train.augment
+        return TensorLoader(
+            split.x,
+            split.y,
+            batch_size=self.cfg.train.batch_size,
+            shuffle=True,
+            seed=seed,
+            augment=build_augment(hflip=aug.hflip, crop_padding=aug.crop_padding),
+            batch_device=self.device,
+        )
+
+    # ------------------------------------------------------------------ models and fit options
+    def prepare(self, model: nn.Module) -> nn.Module:
+        return accel.prepare_model(model.to(self.device), self.accel)
+
+    def fit_options(self) -> dict[str, Any]:
+        return {"precision": self.accel.precision, "compile": self.accel.compile}
+
+    # ------------------------------------------------------------------ teacher cache
+    def teacher_fn(
+        self,
+        settings: DistillConfig,
+        objective: Any,
+        teacher: nn.Module,
+        train: Split,
+        live: Callable[[Batch], Tensor],
+        say: Callable[[str], None],
+    ) -> Callable[[Batch], Tensor] | None:
+        """The distillation arm's teacher function: a cache lookup when valid, else None (live).
+
+        ``settings`` are the arm's own distill settings (a comparison's arms differ), so
+        ``kdlab compare -m kd:teacher_cache=off`` runs that arm's teacher live.
+        """
+        cfg = settings
+        aug = self.cfg.train.augment
+        use, reason = teacher_cache.decide(cfg.teacher_cache, objective=objective, augment_random=aug.random)
+        if not use:
+            if cfg.teacher_cache == "auto" and reason and getattr(objective, "uses_teacher", True):
+                say(f"teacher cache off: {reason}; the teacher runs on every batch")
+            self.cache = teacher_cache.CacheRecord("off", reason=reason).as_dict()
+            return None
+        cache, record = teacher_cache.build(
+            teacher,
+            train.x,
+            preprocessing=teacher_cache.preprocessing_of(train.x, aug.model_dump()),
+            dtype=cfg.teacher_cache_dtype,
+            cache_dir=cfg.teacher_cache_dir,
+            device=self.device,
+            batch_size=self.cfg.train.eval_batch_size,
+            fallback=live,
+        )
+        self._record = record
+        self.cache = record.as_dict()
+        seconds = record.build_seconds if record.status == "miss" else record.load_seconds
+        say(f"teacher cache {record.status}: {len(cache)} logits ({seconds or 0:.1f} s)")
+        return cache
+
+    def link_cache(self, run_dir: Path) -> None:
+        record = getattr(self, "_record", None)
+        if record is not None and self.dist.is_main:
+            teacher_cache.link_into(run_dir, record)
+            self.cache = record.as_dict()
+
+    def record(self) -> dict[str, Any]:
+        """The ``performance`` section of results.json."""
+        return {
+            **self.accel.record(),
+            "world_size": self.dist.world,
+            "train_data": "device" if self.train_on_device else "host (streamed per batch)",
+            "augment": self.cfg.train.augment.model_dump(),
+            "threads": torch.get_num_threads(),
+            "host_allocator": accel.host_allocator(),
+        }
