@@ -9,6 +9,18 @@ from dataclasses import dataclass
 
 import pytest
 
+RUN_FILES = [
+    "config.resolved.yaml",
+    "env.json",
+    "history.csv",
+    "results.json",
+    "teacher.safetensors",
+    "student-scratch.safetensors",
+    "student-distilled.safetensors",
+    "plots/accuracy.png",
+]
+"""The files every complete lab run folder holds (docs/run-folder.md)."""
+
 
 @dataclass
 class CliResult:

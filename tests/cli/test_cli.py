@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from clihelp import assert_one_line_error, run_cli, run_subprocess
+from clihelp import RUN_FILES, assert_one_line_error, run_cli, run_subprocess
 from PIL import Image
 
 from kdlab.io import load_weights, save_weights
@@ -34,16 +34,7 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_digits_run_folder_is_complete(digits_run: Path) -> None:
     files = {p.relative_to(digits_run).as_posix() for p in digits_run.rglob("*") if p.is_file()}
-    assert {
-        "config.resolved.yaml",
-        "env.json",
-        "history.csv",
-        "results.json",
-        "teacher.safetensors",
-        "student-scratch.safetensors",
-        "student-distilled.safetensors",
-        "plots/accuracy.png",
-    } <= files
+    assert set(RUN_FILES) <= files
     assert not [f for f in files if f.endswith(".tmp")]
 
     cfg = yaml.safe_load((digits_run / "config.resolved.yaml").read_text())

@@ -115,3 +115,17 @@ def assert_nothing_written(folder: Path) -> None:
     """No run folder and no temporary file was left under ``folder``."""
     left = [p for p in Path(folder).rglob("*") if p.name.endswith(".tmp") or (p / "config.resolved.yaml").exists()]
     assert not left, f"left behind: {left}"
+
+
+def run_in_process(args: list[str]) -> int:
+    """``kdlab ARGS`` in this process (its imports then serve every forked case); the exit status."""
+    from kdlab.cli import main
+
+    old, sys.argv = sys.argv, ["kdlab", *args]
+    try:
+        main()
+        return 0
+    except SystemExit as e:
+        return int(e.code or 0)
+    finally:
+        sys.argv = old

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from bounded import assert_clean_error, run_bounded
+from bounded import assert_clean_error, run_bounded, run_in_process
+from clihelp import RUN_FILES
 
 import kdlab.io as kio
 from kdlab.report import figures, render
@@ -34,16 +35,6 @@ pytestmark = pytest.mark.e2e  # whole lab runs: `pytest -m "not e2e"` skips them
 
 TINY = ["--set", "device=cpu", "--set", "teacher.model=mlp-teacher", "--set", "teacher.epochs=1"]
 TINY += ["--set", "student.epochs=1", "--set", "data.train_limit=100", "-q"]
-RUN_FILES = [
-    "config.resolved.yaml",
-    "env.json",
-    "history.csv",
-    "results.json",
-    "teacher.safetensors",
-    "student-scratch.safetensors",
-    "student-distilled.safetensors",
-    "plots/accuracy.png",
-]
 REPORT_FILES = ["report.html", "plots/accuracy_curves.png", "plots/loss_parts.png", "plots/tradeoff.png"]
 REPORT_FILES += ["plots/confusion.png"]
 # The tiny run's atomic writes in order: config, env, results (running); per arm its epoch-1
@@ -112,22 +103,6 @@ def patched() -> Iterator[None]:
         yield
 
 
-def _cli(args: list[str]) -> int:
-    """``kdlab ARGS`` in this process (its imports then serve every forked case)."""
-    import sys
-
-    from kdlab.cli import main
-
-    old, sys.argv = sys.argv, ["kdlab", *args]
-    try:
-        main()
-        return 0
-    except SystemExit as e:
-        return int(e.code or 0)
-    finally:
-        sys.argv = old
-
-
 @pytest.fixture(scope="module")
 def reference(patched: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An uninterrupted tiny run, its writes counted."""
@@ -135,7 +110,7 @@ def reference(patched: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KDLAB_CACHE", str(tmp / "cache"))
         Disk.full_at, Disk.count, Disk.paths = None, 0, []
-        assert _cli(["run", "digits", *TINY, "--out", str(tmp / "runs")]) == 0
+        assert run_in_process(["run", "digits", *TINY, "--out", str(tmp / "runs")]) == 0
     assert Disk.count == WRITES, "the tiny run's writes changed:\n" + "\n".join(Disk.paths)
     assert Disk.paths[RUN_WRITES - 1].endswith("results.json") and Disk.paths[RUN_WRITES].endswith(".png")
     (run,) = (tmp / "runs").iterdir()
@@ -255,7 +230,7 @@ def compare_writes(patched: None, tmp_path_factory: pytest.TempPathFactory) -> l
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KDLAB_CACHE", str(tmp / "cache"))
         Disk.full_at, Disk.count, Disk.paths = None, 0, []
-        assert _cli([*COMPARE, "--out", str(tmp / "runs")]) == 0
+        assert run_in_process([*COMPARE, "--out", str(tmp / "runs")]) == 0
     return list(Disk.paths)
 
 

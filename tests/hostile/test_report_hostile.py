@@ -12,8 +12,6 @@ JSON records stay standard JSON whatever numbers a run produces.
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from bounded import assert_clean_error, run_bounded
+from bounded import assert_clean_error, run_bounded, run_in_process
+from browser import CHROMIUM, CHROMIUM_ARGS
 from PIL import Image
 
 from kdlab.models.registry import MODELS
@@ -50,19 +49,6 @@ PAYLOADS = {
 CLASSES = [PAYLOADS["class label"], "$\\frac{$", "a\"b'c&d"]
 
 
-def _cli(args: list[str]) -> int:
-    from kdlab.cli import main
-
-    old, sys.argv = sys.argv, ["kdlab", *args]
-    try:
-        main()
-        return 0
-    except SystemExit as e:
-        return int(e.code or 0)
-    finally:
-        sys.argv = old
-
-
 @pytest.fixture(scope="module")
 def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny image-folder run whose name, command line, config, data path and class folders hold
@@ -79,7 +65,7 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     args += ["--out", str(tmp / PAYLOADS["command line"])]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KDLAB_CACHE", str(tmp / "cache"))
-        assert _cli(args) == 0
+        assert run_in_process(args) == 0
     (run,) = (tmp / PAYLOADS["command line"]).iterdir()
     res = json.loads((run / "results.json").read_text())
     assert res["name"] == PAYLOADS["run name"] and res["data"]["classes"] == sorted(CLASSES)
@@ -129,14 +115,10 @@ def test_class_labels_are_plain_figure_text(hostile_report: Path) -> None:
     assert PAYLOADS["class label"] not in html
 
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
 def test_hostile_report_runs_no_script_in_headless_chromium(hostile_report: Path) -> None:
     if not Path(CHROMIUM).is_file():
         pytest.skip("no Chromium installed (Debian: apt-get install chromium); .ci/run installs it")
     from playwright.sync_api import sync_playwright
-    from test_report import CHROMIUM_ARGS
 
     dialogs: list[str] = []
     requests: list[str] = []

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
+from browser import CHROMIUM, CHROMIUM_ARGS
 
 from kdlab.config import load_experiment
 from kdlab.errors import KdlabError
@@ -18,16 +18,6 @@ from kdlab.report.render import write_report
 pytestmark = pytest.mark.e2e  # whole lab runs: `pytest -m "not e2e"` skips them
 
 TINY = ["name=tiny", "teacher.model=mlp-teacher", "teacher.epochs=1", "student.epochs=2", "data.train_limit=200"]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from kdlab.errors import KdlabError
-from kdlab.runs import read_history_rows
 from kdlab.records import (
     COMPARISON_DAMAGED,
     DAMAGED,
@@ -22,7 +21,7 @@ from kdlab.records import (
     read_run_config,
 )
 from kdlab.report import stats
-from kdlab.runs import read_results
+from kdlab.runs import read_history_rows, read_results
 
 METRIC = "test_accuracy"
 BASE_ARMS = ("teacher", "scratch")
