@@ -23,6 +23,7 @@ import re
 import sys
 import warnings
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,37 +32,40 @@ from torch import nn
 
 from kdlab.config.schema import DistillConfig, ExperimentConfig
 from kdlab.data.bundle import DataBundle, build_data
-from kdlab.data.tensors import TensorLoader, prepare_inputs
+from kdlab.data.tensors import Split, TensorLoader, prepare_inputs
 from kdlab.data.text import save_vocab
 from kdlab.errors import RunInterrupted, TrainingError
 from kdlab.io import atomic_write_json, load_weights, save_weights
 from kdlab.kd import losses
-from kdlab.lab.recovery import RunLock, continue_results, mark_status, note_resume, read_history_rows, resume_command
+from kdlab.lab.recovery import (
+    RunLock,
+    clear_failed_marker,
+    continue_results,
+    mark_status,
+    note_resume,
+    read_history_rows,
+    resume_command,
+)
 from kdlab.lab.runtime import Runtime
 from kdlab.models.registry import count_params, create_model
-from kdlab.runs import create_run_dir, env_info, write_config, write_history, write_results
+from kdlab.runs import (  # noqa: F401 - the run folder's names, kept importable from here
+    ARMS,
+    PROJECTORS_FILE,
+    WEIGHT_FILES,
+    _WeightFiles,
+    create_run_dir,
+    has_env,
+    write_config,
+    write_env,
+    write_history,
+    write_results,
+)
 from kdlab.train import metrics, teacher_cache
 from kdlab.train.checkpoint import ArmCheckpoint, FitState
 from kdlab.train.distiller import Distiller
 from kdlab.train.loop import History, Progress, fit, make_optimizer, predict
 from kdlab.train.reproduce import deterministic_mode, repro_info
 from kdlab.version import __version__
-
-ARMS = ("teacher", "scratch", "distilled")
-
-
-class _WeightFiles(dict[str, str]):
-    """Arm -> weights file name: the three lab arms' fixed names, ``student-<arm>`` for any other
-    arm (one per method in a comparison's seed folder)."""
-
-    def __missing__(self, arm: str) -> str:
-        return "student-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", arm) + ".safetensors"
-
-
-WEIGHT_FILES = _WeightFiles(
-    teacher="teacher.safetensors", scratch="student-scratch.safetensors", distilled="student-distilled.safetensors"
-)
-PROJECTORS_FILE = "student-distilled.projectors.safetensors"
 
 ProgressFactory = Callable[[str], Progress | None]
 
@@ -215,57 +219,255 @@ def _run_arms(
     stop: Callable[[], bool] | None,
     distilled: Mapping[str, DistillConfig] | None = None,
 ) -> None:
-    say = log or (lambda _msg: None)
+    """Train and record every arm not yet on record: teacher, then scratch and the distilled arm(s)."""
+    session = LabSession.open(cfg, data, run_dir, rt, progress=progress, log=log, resuming=resuming, stop=stop)
     students = {"distilled": cfg.distill} if distilled is None else dict(distilled)
-    device = rt.device
-    say(f"data {data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
-    if "vocab" in data.meta:  # text runs: the vocabulary travels with the weights (kdlab predict)
-        save_vocab(run_dir, data.meta["vocab"])
-    fresh: dict[str, Any] = {
-        "schema_version": 1,
-        "kdlab_version": __version__,
-        "run_id": run_dir.name,
-        "name": cfg.name,
-        "status": "running",
-        "seed": cfg.seed,
-        "device": str(device),
-        "data": data.summary(),
-        "distill": cfg.distill.model_dump(mode="json"),
-        "performance": rt.record(),
-        "arms": {},
-    }
-    results = continue_results(run_dir, fresh, WEIGHT_FILES) if resuming else fresh
     if distilled is not None:
-        results["methods"] = {arm: dc.model_dump(mode="json") for arm, dc in students.items()}
-    done = set(results["arms"])
-    write_results(run_dir, results)
-    history_rows: list[dict[str, Any]] = read_history_rows(run_dir, done) if resuming else []
-    splits = rt.place({k: getattr(data, k) for k in ("train", "val", "test")})
-    test_loader = TensorLoader(splits["test"].x, splits["test"].y, batch_size=cfg.train.eval_batch_size)
-    val = splits["val"] if len(splits["val"]) else None
-    arm_cache: dict[str, str] = {}
+        session.results["methods"] = {arm: dc.model_dump(mode="json") for arm, dc in students.items()}
+    session.write_results()
+    teacher, t_logits = session.teacher_arm()
+    session.student_arms(teacher, t_logits, students)
+    session.finish(single=distilled is None)
 
-    def make(model_name: str, seed: int) -> nn.Module:
+
+@dataclass
+class LabSession:
+    """One lab run in progress: what every arm needs, built once (:meth:`open`), and the steps of
+    the run — :meth:`teacher_arm`, :meth:`student_arms`, :meth:`finish` — each on its own.
+
+    ``results`` is the run's results.json being filled in; ``history_rows`` its history.csv.
+    """
+
+    cfg: ExperimentConfig
+    data: DataBundle
+    run_dir: Path
+    rt: Runtime
+    progress: ProgressFactory | None
+    say: Callable[[str], None]
+    resuming: bool
+    stop: Callable[[], bool] | None
+    results: dict[str, Any]
+    history_rows: list[dict[str, Any]]
+    splits: dict[str, Split]
+    test_loader: TensorLoader
+    val: Split | None
+    teacher_outputs: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def open(
+        cls,
+        cfg: ExperimentConfig,
+        data: DataBundle,
+        run_dir: Path,
+        rt: Runtime,
+        *,
+        progress: ProgressFactory | None,
+        log: Callable[[str], None] | None,
+        resuming: bool,
+        stop: Callable[[], bool] | None,
+    ) -> LabSession:
+        """The session of ``run_dir``: its results so far (when resuming), the data on the device,
+        the evaluation loaders; a text run's vocabulary is saved beside the weights (kdlab predict)."""
+        say = log or (lambda _msg: None)
+        say(f"data {data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
+        if "vocab" in data.meta:
+            save_vocab(run_dir, data.meta["vocab"])
+        fresh: dict[str, Any] = {
+            "schema_version": 1,
+            "kdlab_version": __version__,
+            "run_id": run_dir.name,
+            "name": cfg.name,
+            "status": "running",
+            "seed": cfg.seed,
+            "device": str(rt.device),
+            "data": data.summary(),
+            "distill": cfg.distill.model_dump(mode="json"),
+            "performance": rt.record(),
+            "arms": {},
+        }
+        results = continue_results(run_dir, fresh, WEIGHT_FILES) if resuming else fresh
+        rows = read_history_rows(run_dir, set(results["arms"])) if resuming else []
+        splits = rt.place({k: getattr(data, k) for k in ("train", "val", "test")})
+        test_loader = TensorLoader(splits["test"].x, splits["test"].y, batch_size=cfg.train.eval_batch_size)
+        val = splits["val"] if len(splits["val"]) else None
+        return cls(cfg, data, run_dir, rt, progress, say, resuming, stop, results, rows, splits, test_loader, val)
+
+    @property
+    def done(self) -> set[str]:
+        """The arms already on record (a resumed run skips them)."""
+        return set(self.results["arms"])
+
+    def write_results(self) -> None:
+        write_results(self.run_dir, self.results)
+
+    def make(self, model_name: str, seed: int) -> nn.Module:
+        """A freshly initialised model on the run's device, its initial weights fixed by ``seed``."""
         torch.manual_seed(seed)
-        vocab = data.meta.get("vocab_size")
-        return create_model(model_name, num_classes=data.num_classes, input_shape=data.input_shape, vocab_size=vocab)
+        vocab = self.data.meta.get("vocab_size")
+        model = create_model(
+            model_name, num_classes=self.data.num_classes, input_shape=self.data.input_shape, vocab_size=vocab
+        )
+        return self.rt.prepare(model)
+
+    # ------------------------------------------------------------------ the arms
+    def teacher_arm(self) -> tuple[nn.Module, torch.Tensor]:
+        """The teacher — trained, loaded from ``teacher.checkpoint``, or (resuming) from the run
+        folder — in eval mode, with its test logits."""
+        cfg = self.cfg
+        teacher = self.make(cfg.teacher.model, cfg.seed)
+        what = f"teacher '{cfg.teacher.model}'"
+        if "teacher" in self.done:  # resuming: the finished teacher's weights are in the run folder
+            load_weights(teacher, self.run_dir / WEIGHT_FILES["teacher"], what=what)
+            teacher.eval()
+            return teacher, predict(teacher, self.test_loader)[0]
+        if cfg.teacher.checkpoint is not None:
+            load_weights(teacher, cfg.teacher.checkpoint, what=what, convert_floats=True)
+            self.say(f"teacher: loaded {cfg.teacher.checkpoint}")
+            history, source = None, str(cfg.teacher.checkpoint)
+        else:
+            history, source = self.train("teacher", teacher, cfg.seed, cfg.teacher.epochs), "trained"
+        teacher.eval()
+        return teacher, self.record("teacher", teacher, history, {"model": cfg.teacher.model, "source": source})
+
+    def student_arms(
+        self, teacher: nn.Module, teacher_logits: torch.Tensor, students: Mapping[str, DistillConfig]
+    ) -> None:
+        """Scratch, then each distilled arm: the same initial weights and data order, so the
+        difference between them is the teacher's doing and nothing else."""
+        cfg = self.cfg
+        student_seed = cfg.seed + 1
+        initial = self.make(cfg.student.model, student_seed)
+        arms: list[tuple[str, DistillConfig | None]] = [("scratch", None), *students.items()]
+        for arm, dc in arms:
+            if arm in self.done:
+                continue
+            student = copy.deepcopy(initial)
+            distiller = None
+            if dc is not None:
+                # The dry batch builds a feature method's projectors, so that the optimizer and the
+                # arm's checkpoints (resume) hold them together with the student.
+                example = prepare_inputs(self.splits["train"].x[:2])
+                distiller = make_distiller(cfg, teacher, student, example, distill=dc)
+            trained = distiller.trainable_module() if distiller is not None else student
+            history = self.train(arm, trained, student_seed, cfg.student.epochs, distiller, dc)
+            extra: dict[str, Any] = {"model": cfg.student.model}
+            if arm in self.teacher_outputs:  # where this arm's teacher logits came from: "cached" or "live"
+                extra["teacher_outputs"] = self.teacher_outputs[arm]
+            projectors = (
+                PROJECTORS_FILE
+                if arm == "distilled"
+                else WEIGHT_FILES[arm].replace(".safetensors", ".projectors.safetensors")
+            )
+            if distiller is not None and distiller.save_projectors(self.run_dir / projectors) is not None:
+                extra["projectors"] = projectors  # feature-method projectors, saved beside the student
+            self.record(arm, student, history, extra, teacher_logits=teacher_logits)
+
+    def finish(self, *, single: bool) -> None:
+        """The run's closing records: the teacher-cache record, the one-seed comparison of a single
+        run, the accuracy plot — and only then ``"status": "complete"`` (a full disk before this
+        point leaves a "running" or "failed" run that --resume finishes)."""
+        rt, results = self.rt, self.results
+        with contextlib.suppress(OSError):  # the cache's copy in the run folder is a convenience
+            rt.link_cache(self.run_dir)
+        if rt.cache or "teacher_cache" not in results:  # a resumed run whose arms were all done keeps its record
+            results["teacher_cache"] = rt.cache
+        arms = results["arms"]
+        if single:
+            results["comparison"] = {
+                "distilled_minus_scratch_points": 100
+                * (arms["distilled"]["test_accuracy"] - arms["scratch"]["test_accuracy"]),
+                "teacher_minus_distilled_points": 100
+                * (arms["teacher"]["test_accuracy"] - arms["distilled"]["test_accuracy"]),
+                "note": "one seed: a gap of 1-3 points is within seed-to-seed noise; use several seeds to conclude",
+            }
+        from kdlab.report.figures import plot_accuracy
+
+        plot_accuracy(self.run_dir, self.history_rows)
+        results["status"] = "complete"
+        self.write_results()
+        clear_failed_marker(self.run_dir)
+
+    # ------------------------------------------------------------------ one arm
+    def train(
+        self,
+        arm: str,
+        model: nn.Module,
+        seed: int,
+        epochs: int,
+        distiller: Distiller | None = None,
+        settings: DistillConfig | None = None,
+    ) -> History:
+        """Train one arm with the one loop (a distiller's arm through :meth:`Distiller.fit`), from
+        its checkpoint when resuming; checkpoints after every epoch."""
+        cfg, rt = self.cfg, self.rt
+        optimizer = make_optimizer(
+            [p for p in model.parameters() if p.requires_grad],
+            name=cfg.train.optimizer,
+            lr=cfg.train.lr,
+            weight_decay=cfg.train.weight_decay,
+            fused=rt.accel.fused_optimizer,
+        )
+        ckpt = ArmCheckpoint(self.run_dir / "checkpoints" / arm, arm)
+        state = ckpt.load(model, optimizer) if self.resuming and ckpt.exists() else FitState()
+        if state.epoch:
+            self.say(f"{arm}: resuming after epoch {state.epoch} of {epochs}")
+        kwargs: dict[str, Any] = dict(
+            epochs=epochs,
+            optimizer=optimizer,
+            state=state,
+            on_epoch_end=lambda _epoch, _row: ckpt.save(model, optimizer, state),
+            nonfinite=cfg.train.nonfinite,
+            grad_clip=cfg.train.grad_clip,
+            should_stop=self.stop,
+            batch_size=cfg.train.batch_size,
+            seed=seed,
+            device=rt.device,
+            select=cfg.train.select,
+            eval_batch_size=cfg.train.eval_batch_size,
+            progress=self.progress(arm) if self.progress else None,
+            **rt.fit_options(),
+        )
+        loader = rt.train_loader(self.splits["train"], seed)
+        try:
+            if distiller is None:
+                return fit(model, loader, self.val, **kwargs)
+            teacher_fn = rt.teacher_fn(
+                settings or cfg.distill,
+                distiller.objective,
+                distiller.teacher,
+                self.splits["train"],
+                distiller.teacher_logits,
+                self.say,
+            )
+            self.results["teacher_cache"] = rt.cache
+            self.teacher_outputs[arm] = "live" if rt.cache["status"] == "off" else "cached"
+            return distiller.fit(loader, self.val, teacher_fn=teacher_fn, **kwargs)
+        except TrainingError as e:
+            kept = f"checkpoint of epoch {state.epoch} kept" if state.epoch else "no checkpoint yet"
+            raise TrainingError(f"{arm} arm: {e}; {kept}") from None
 
     def record(
+        self,
         arm: str,
         model: nn.Module,
         history: History | None,
         extra: dict[str, Any],
         teacher_logits: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Save the arm's weights, score it once on the test split, put it on record (results.json,
+        history.csv) and drop its training checkpoint; returns its test logits."""
+        run_dir, test_x = self.run_dir, self.splits["test"].x
         size = save_weights(model, run_dir / WEIGHT_FILES[arm], {"arm": arm, "kdlab": __version__})
-        logits, y = predict(model, test_loader)
-        extra.update(metrics.prediction_metrics(logits, y, num_classes=data.num_classes, teacher_logits=teacher_logits))
-        extra.update(metrics.inference_latency(model, prepare_inputs(splits["test"].x[:32])))
+        logits, y = predict(model, self.test_loader)
+        extra.update(
+            metrics.prediction_metrics(logits, y, num_classes=self.data.num_classes, teacher_logits=teacher_logits)
+        )
+        extra.update(metrics.inference_latency(model, prepare_inputs(test_x[:32])))
         steps = sum(r["steps"] for r in history) if history else 0
         seconds = sum(r["seconds"] for r in history) if history else 0.0
-        results["arms"][arm] = {
+        self.results["arms"][arm] = {
             "model": extra.pop("model"),
-            "test_accuracy": float((logits.argmax(-1) == y).float().mean()),
+            "test_accuracy": metrics.accuracy(logits, y),
             "test_loss": float(losses.cross_entropy(logits, y)),
             "params": count_params(model),
             "size_bytes": size,
@@ -276,138 +478,12 @@ def _run_arms(
             "weights": WEIGHT_FILES[arm],
             **extra,
         }
-        for row in history or []:
-            history_rows.append({"arm": arm, **row})
-        write_history(run_dir, history_rows)
-        write_results(run_dir, results)
+        self.history_rows.extend({"arm": arm, **row} for row in history or [])
+        write_history(run_dir, self.history_rows)
+        self.write_results()
         ArmCheckpoint(run_dir / "checkpoints" / arm, arm).remove()  # the arm is on record now
-        acc = results["arms"][arm]["test_accuracy"]
-        say(f"{arm}: test accuracy {100 * acc:.2f}%")
+        self.say(f"{arm}: test accuracy {100 * self.results['arms'][arm]['test_accuracy']:.2f}%")
         return logits
-
-    def train(
-        arm: str,
-        model: nn.Module,
-        seed: int,
-        epochs: int,
-        distiller: Distiller | None = None,
-        settings: DistillConfig | None = None,
-    ) -> History:
-        prog = progress(arm) if progress else None
-        optimizer = make_optimizer(
-            [p for p in model.parameters() if p.requires_grad],
-            name=cfg.train.optimizer,
-            lr=cfg.train.lr,
-            weight_decay=cfg.train.weight_decay,
-            fused=rt.accel.fused_optimizer,
-        )
-        ckpt = ArmCheckpoint(run_dir / "checkpoints" / arm, arm)
-        state = ckpt.load(model, optimizer) if resuming and ckpt.exists() else FitState()
-        if state.epoch:
-            say(f"{arm}: resuming after epoch {state.epoch} of {epochs}")
-        kwargs: dict[str, Any] = dict(
-            epochs=epochs,
-            optimizer=optimizer,
-            state=state,
-            on_epoch_end=lambda _epoch, _row: ckpt.save(model, optimizer, state),
-            nonfinite=cfg.train.nonfinite,
-            grad_clip=cfg.train.grad_clip,
-            should_stop=stop,
-            batch_size=cfg.train.batch_size,
-            seed=seed,
-            device=device,
-            select=cfg.train.select,
-            eval_batch_size=cfg.train.eval_batch_size,
-            progress=prog,
-            **rt.fit_options(),
-        )
-        loader = rt.train_loader(splits["train"], seed)
-        try:
-            if distiller is not None:
-                teacher_fn = rt.teacher_fn(
-                    settings or cfg.distill,
-                    distiller.objective,
-                    distiller.teacher,
-                    splits["train"],
-                    distiller.teacher_logits,
-                    say,
-                )
-                results["teacher_cache"] = rt.cache
-                arm_cache[arm] = "live" if rt.cache["status"] == "off" else "cached"
-                return distiller.fit(loader, val, teacher_fn=teacher_fn, **kwargs)
-            return fit(model, loader, val, **kwargs)
-        except TrainingError as e:
-            kept = f"checkpoint of epoch {state.epoch} kept" if state.epoch else "no checkpoint yet"
-            raise TrainingError(f"{arm} arm: {e}; {kept}") from None
-
-    # 1. teacher -------------------------------------------------------------------------------
-    teacher = rt.prepare(make(cfg.teacher.model, cfg.seed))
-    if "teacher" in done:  # resuming: the finished teacher's weights are in the run folder
-        load_weights(teacher, run_dir / WEIGHT_FILES["teacher"], what=f"teacher '{cfg.teacher.model}'")
-        teacher.eval()
-        t_logits = predict(teacher, test_loader)[0]
-    elif cfg.teacher.checkpoint is not None:
-        load_weights(teacher, cfg.teacher.checkpoint, what=f"teacher '{cfg.teacher.model}'", convert_floats=True)
-        say(f"teacher: loaded {cfg.teacher.checkpoint}")
-        t_history = None
-        source = str(cfg.teacher.checkpoint)
-    else:
-        t_history = train("teacher", teacher, cfg.seed, cfg.teacher.epochs)
-        source = "trained"
-    if "teacher" not in done:
-        teacher.eval()
-        t_logits = record("teacher", teacher, t_history, {"model": cfg.teacher.model, "source": source})
-
-    # 2. scratch and 3. distilled: the same initial weights and data order, so the difference
-    # between the two is the teacher's doing and nothing else.
-    student_seed = cfg.seed + 1
-    initial = rt.prepare(make(cfg.student.model, student_seed))
-    for arm, dc in (("scratch", None), *students.items()):
-        if arm in done:
-            continue
-        student = copy.deepcopy(initial)
-        distiller = None
-        if dc is not None:
-            # The dry batch builds a feature method's projectors, so that the optimizer and the
-            # arm's checkpoints (resume) hold them together with the student.
-            distiller = make_distiller(cfg, teacher, student, prepare_inputs(splits["train"].x[:2]), distill=dc)
-        trained = distiller.trainable_module() if distiller is not None else student
-        history = train(arm, trained, student_seed, cfg.student.epochs, distiller, dc)
-        extra: dict[str, Any] = {"model": cfg.student.model}
-        if arm in arm_cache:  # where this arm's teacher logits came from: "cached" or "live"
-            extra["teacher_outputs"] = arm_cache[arm]
-        projectors = (
-            PROJECTORS_FILE
-            if arm == "distilled"
-            else WEIGHT_FILES[arm].replace(".safetensors", ".projectors.safetensors")
-        )
-        if distiller is not None and distiller.save_projectors(run_dir / projectors) is not None:
-            extra["projectors"] = projectors  # feature-method projectors, saved beside the student
-        record(arm, student, history, extra, teacher_logits=t_logits)
-    with contextlib.suppress(OSError):  # the cache's copy in the run folder is a convenience
-        rt.link_cache(run_dir)
-    if rt.cache or "teacher_cache" not in results:  # a resumed run whose arms were all done keeps its record
-        results["teacher_cache"] = rt.cache
-
-    arms = results["arms"]
-    if distilled is None:
-        results["comparison"] = {
-            "distilled_minus_scratch_points": 100
-            * (arms["distilled"]["test_accuracy"] - arms["scratch"]["test_accuracy"]),
-            "teacher_minus_distilled_points": 100
-            * (arms["teacher"]["test_accuracy"] - arms["distilled"]["test_accuracy"]),
-            "note": "one seed: a gap of 1-3 points is within seed-to-seed noise; use several seeds to conclude",
-        }
-    # "complete" is written last, once every file the run promises is on disk (a full disk before
-    # this point leaves a "running" or "failed" run that --resume finishes).
-    from kdlab.report.figures import plot_accuracy
-
-    plot_accuracy(run_dir, history_rows)
-    results["status"] = "complete"
-    write_results(run_dir, results)
-    from kdlab.lab.recovery import clear_failed_marker
-
-    clear_failed_marker(run_dir)
 
 
 def make_distiller(
