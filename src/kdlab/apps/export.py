@@ -29,7 +29,7 @@ from torch import nn
 from kdlab.apps.predict import load_run
 from kdlab.config.schema import ExperimentConfig
 from kdlab.errors import KdlabError
-from kdlab.records import read_run_config
+from kdlab.runs import read_config
 
 FORMATS = ("onnx",)
 PARITY_ATOL = 1e-4
@@ -76,7 +76,7 @@ def example_inputs(
         from kdlab.data.bundle import build_data
         from kdlab.data.tensors import prepare_inputs
 
-        cfg = config if config is not None else read_run_config(Path(run_dir) / "config.resolved.yaml")
+        cfg = config if config is not None else read_config(run_dir)
         data = build_data(cfg.data, int(results.get("seed", cfg.seed)))
         return prepare_inputs(data.test.x[:n]).cpu()
     except (KdlabError, OSError):

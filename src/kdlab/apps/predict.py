@@ -37,8 +37,8 @@ from kdlab.errors import ConfigError, DataError, KdlabError
 from kdlab.io import check_weights, load_weights
 from kdlab.kd.losses import softmax_probs
 from kdlab.models.registry import create_model
-from kdlab.records import DAMAGED, read_run_config
-from kdlab.runs import read_results
+from kdlab.records import DAMAGED
+from kdlab.runs import RESULTS_FILE, read_config, read_results
 
 BATCH = 256
 
@@ -126,7 +126,7 @@ def load_run(path: str | Path, *, arms: Sequence[str] | None = None) -> LoadedRu
     """
     run_dir = Path(path)
     results = read_results(run_dir)  # validated: classes, input shape, arms (kdlab.records.ResultsRecord)
-    config = read_run_config(run_dir / "config.resolved.yaml")
+    config = read_config(run_dir)
     classes = [str(c) for c in results["data"]["classes"]]
     shape = tuple(int(d) for d in results["data"]["input_shape"])
     vocab_path = run_dir / VOCAB_FILE
@@ -135,7 +135,7 @@ def load_run(path: str | Path, *, arms: Sequence[str] | None = None) -> LoadedRu
         raise KdlabError(f"{run_dir}: a text run without {VOCAB_FILE}; it cannot encode new text")
     if vocab is not None and shape != (vocab.max_len,):
         raise KdlabError(
-            f"{vocab_path}: max_len: {vocab.max_len} tokens, but results.json records the input shape "
+            f"{vocab_path}: max_len: {vocab.max_len} tokens, but {RESULTS_FILE} records the input shape "
             f"{list(shape)}; {DAMAGED}"
         )
     run = LoadedRun(run_dir, config, results, classes, shape, vocab)
@@ -145,7 +145,7 @@ def load_run(path: str | Path, *, arms: Sequence[str] | None = None) -> LoadedRu
         name = str(info.get("weights") or "")
         if name and Path(name).name != name:  # results.json names a file of the run folder, nothing else
             raise KdlabError(
-                f"{run_dir / 'results.json'}: arm '{arm}' names weights outside the run folder ({name}); {DAMAGED}"
+                f"{run_dir / RESULTS_FILE}: arm '{arm}' names weights outside the run folder ({name}); {DAMAGED}"
             )
         weights = run_dir / name if name else None
         if weights is None or not weights.is_file():

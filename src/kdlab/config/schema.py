@@ -94,7 +94,15 @@ class StudentConfig(Section):
     )
 
 
+TEACHER_CACHE_KEYS = ("teacher_cache", "teacher_cache_dtype", "teacher_cache_dir")
+"""``distill.*`` keys of the loop (how teacher logits are obtained), not of the objective."""
+
+
 class DistillConfig(Section):
+    """The ``distill`` section: the public names, bounds and descriptions of every distillation
+    setting. The methods' options models (:mod:`kdlab.kd.objective`) take their fields from here,
+    so a value is validated by the same rule on every path."""
+
     method: str = Field("kd", description="KD term D: kd | dkd | dist | logit-std | fitnet | at (docs/methods.md)")
     alpha: float = Field(0.1, ge=0, le=1, description="weight of the label loss: α·CE + (1−α)·D")
     temperature: float = Field(
@@ -134,11 +142,6 @@ class DistillConfig(Section):
         description="fitnet, at: weight of the summed feature loss; None = fitnet 1, at β = 1000",
     )
 
-    def method_options(self) -> dict[str, Any]:
-        """The method-specific options, as keyword arguments of :class:`~kdlab.train.distiller.Distiller`."""
-        not_method = {"method", "alpha", "temperature", "t_squared", "teacher_cache", "teacher_cache_dtype"}
-        return self.model_dump(exclude={*not_method, "teacher_cache_dir"})
-
     teacher_cache: Literal["auto", "on", "off"] = Field(
         "auto",
         description="compute the teacher's logits once and look them up by sample index: auto = on when valid "
@@ -150,6 +153,13 @@ class DistillConfig(Section):
     teacher_cache_dir: Path | None = Field(
         None, description="shared folder of teacher-logit caches; None = $KDLAB_CACHE/teacher-logits"
     )
+
+    def method_options(self) -> dict[str, Any]:
+        """The method-specific options and ``warmup_epochs``, as keyword arguments of
+        :class:`~kdlab.train.distiller.Distiller` (which takes method, alpha, temperature and
+        t_squared by name). Which of them a method takes, and refuses, is its options model's
+        business (:data:`kdlab.kd.objective.METHODS`)."""
+        return self.model_dump(exclude={"method", "alpha", "temperature", "t_squared", *TEACHER_CACHE_KEYS})
 
     @field_validator("teacher_cache", mode="before")
     @classmethod

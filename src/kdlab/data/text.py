@@ -24,10 +24,10 @@ import torch
 
 from kdlab.errors import DataError
 from kdlab.io import atomic_write_json
+from kdlab.runs import VOCAB_FILE
 
 PAD, OOV = 0, 1
 PAD_TOKEN, OOV_TOKEN = "<pad>", "<oov>"
-VOCAB_FILE = "vocab.json"
 
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _PUNCT = re.compile(r"[^\w\s]|_")  # \w is Unicode-aware: accented and non-Latin letters stay
@@ -116,7 +116,7 @@ class Vocab:
         return {"format": 1, "pad": PAD, "oov": OOV, "max_len": self.max_len, "tokens": list(self.tokens)}
 
     @classmethod
-    def from_json(cls, obj: Any, where: str = "vocab.json") -> Vocab:
+    def from_json(cls, obj: Any, where: str = VOCAB_FILE) -> Vocab:
         """A vocabulary from :meth:`to_json`'s dict, validated (:class:`kdlab.records.VocabRecord`:
         strings only, at most ``data.vocab_size``'s and ``data.max_len``'s upper bounds)."""
         from kdlab.records import DAMAGED, VocabRecord, check_record

@@ -8,29 +8,45 @@ Teacher training, scratch training and distillation run the same loop and differ
 with α the weight on the hard labels. α = 1 (or no KD term) is plain training, and then the
 teacher is never run. The divergence ``D`` is a *KD term*, a function
 ``(student_logits, teacher_logits, labels) -> scalar`` built from the math in
-:mod:`kdlab.kd.losses` and registered by name in :data:`METHODS` (the ``distill.method`` key):
+:mod:`kdlab.kd.losses`. Each method is registered by name in :data:`METHODS` (the ``distill.method``
+key) as a :class:`Method`: one options model (pydantic; the method's own keys, defaults and bounds)
+and the builder that turns a validated options model into the KD term:
 
-======== =============================================================================
-kd        Hinton KD, :func:`~kdlab.kd.losses.kd_loss` (``standardize`` allowed)
-logit-std kd with logit standardization (Sun et al. 2024)
-dkd       Decoupled KD, :func:`~kdlab.kd.losses.dkd_loss` (``dkd_alpha``, ``dkd_beta``, ``standardize``)
-dist      DIST, :func:`~kdlab.kd.losses.dist_loss` (``dist_beta``, ``dist_gamma``, τ = ``temperature``)
-fitnet    FitNets hints on named layers (:mod:`kdlab.kd.features`)
-at        attention transfer on named layers (:mod:`kdlab.kd.features`)
-======== =============================================================================
+========= ===================== ==================================================================
+kd        :class:`KDOptions`       Hinton KD, :func:`~kdlab.kd.losses.kd_loss`
+logit-std :class:`LogitStdOptions` kd with logit standardization (Sun et al. 2024)
+dkd       :class:`DKDOptions`      Decoupled KD, :func:`~kdlab.kd.losses.dkd_loss`
+dist      :class:`DISTOptions`     DIST, :func:`~kdlab.kd.losses.dist_loss` (τ = ``temperature``)
+fitnet    :class:`FeatureOptions`  FitNets hints on named layers (:mod:`kdlab.kd.features`)
+at        :class:`FeatureOptions`  attention transfer on named layers (:mod:`kdlab.kd.features`)
+========= ===================== ==================================================================
+
+The options models take their bounds and descriptions from the ``distill`` section of the config
+(:class:`~kdlab.config.schema.DistillConfig`, whose keys are the public names), so a value is
+checked once, by the same rule, whether it comes from a YAML file, ``--set``, ``kdlab compare -m
+method:key=value`` or the Python API. Which keys a method takes is its options model's fields;
+the keys it *refuses* at a non-default value (a setting it would silently ignore, such as
+``standardize`` for dist) are its model's :attr:`MethodOptions.refuses`. docs/methods.md lists the
+options as :func:`options_table` renders them (a test keeps the two equal).
 
 Method-specific weights (DKD's α and β, DIST's β and γ) act *inside* D; the outer α always weights
 the label loss. ``warmup_epochs`` ramps D's weight up linearly over the first epochs (DKD's
-warm-up; it works for every method).
+warm-up; it works for every method). :meth:`Objective.settings` reports every setting in use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Literal
+import copy
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
+from pydantic import BaseModel, ConfigDict, ValidationError, computed_field
 from torch import Tensor
 
+from kdlab.config.load import format_validation_error
+from kdlab.config.schema import DistillConfig
 from kdlab.errors import ConfigError
 from kdlab.kd import losses
 from kdlab.kd.features import FeatureTerm
@@ -39,41 +55,139 @@ from kdlab.registry import Registry
 KDTerm = Callable[[Tensor, Tensor, Tensor], Tensor]
 """``(student_logits, teacher_logits, labels) -> scalar`` divergence between student and teacher."""
 
-METHODS: Registry[Callable[..., KDTerm]] = Registry("distillation method")
-"""``distill.method`` name -> builder taking the method's keyword options and returning a KD term."""
+
+def _option(key: str, **changes: Any) -> Any:
+    """The ``distill.<key>`` field of the config (type bounds, default, description), with the
+    method's own default where it differs (``default=...``)."""
+    info = copy.copy(DistillConfig.model_fields[key])
+    for name, value in changes.items():
+        setattr(info, name, value)
+    return info
 
 
-METHOD_OPTIONS = frozenset(
-    {
-        "temperature",
-        "t_squared",
-        "standardize",
-        "dkd_alpha",
-        "dkd_beta",
-        "dist_beta",
-        "dist_gamma",
-        "feature_pairs",
-        "feature_weight",
-    }
-)
-"""Keyword options a method builder may receive (the ``distill.*`` keys besides method, alpha and
-warmup_epochs); each builder uses its own and refuses settings that would silently do nothing."""
+def neutral(key: str) -> Any:
+    """The config default of ``distill.<key>``: the value every method accepts, used or not."""
+    return DistillConfig.model_fields[key].get_default(call_default_factory=True)
 
 
-def _refuse(method: str, *, standardize: bool = False, feature_pairs: Any = None, t_squared: bool = True) -> None:
-    if standardize:
-        raise ConfigError(f"distill.standardize applies to kd and dkd, not to '{method}'; remove it")
-    if feature_pairs:
-        raise ConfigError(f"distill.feature_pairs is used by fitnet and at only, not by '{method}'; remove it")
-    if not t_squared:
-        raise ConfigError(f"distill.t_squared=false applies to kd only; '{method}' always scales by T² as published")
+class MethodOptions(BaseModel):
+    """A method's options, validated (finite floats, bounds of ``distill.*``; unknown keys refused).
+
+    ``refuses`` names the ``distill.*`` keys outside the model that the method refuses at a
+    non-default value, because it would silently ignore them; other keys outside the model do not
+    concern the method (e.g. ``dkd_beta`` with kd) and are dropped.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    refuses: ClassVar[tuple[str, ...]] = ()
 
 
-@METHODS.register("kd")
-def _build_kd(
-    *, temperature: float = 4.0, t_squared: bool = True, standardize: bool = False, feature_pairs: Any = None, **_: Any
-) -> KDTerm:
-    _refuse("kd", feature_pairs=feature_pairs)
+class KDOptions(MethodOptions):
+    """kd: Hinton knowledge distillation."""
+
+    temperature: float = _option("temperature")
+    t_squared: bool = _option("t_squared")
+    standardize: bool = _option("standardize")
+
+    refuses: ClassVar[tuple[str, ...]] = ("feature_pairs",)
+
+
+class LogitStdOptions(MethodOptions):
+    """logit-std: kd on z-scored logits (``standardize`` is always on)."""
+
+    temperature: float = _option("temperature")
+    t_squared: bool = _option("t_squared")
+
+    refuses: ClassVar[tuple[str, ...]] = ("feature_pairs",)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def standardize(self) -> bool:
+        """Always True: logit-std is kd with standardization."""
+        return True
+
+
+class DKDOptions(MethodOptions):
+    """dkd: decoupled KD, always scaled by T² as published."""
+
+    temperature: float = _option("temperature")
+    dkd_alpha: float = _option("dkd_alpha")
+    dkd_beta: float = _option("dkd_beta")
+    standardize: bool = _option("standardize")
+
+    refuses: ClassVar[tuple[str, ...]] = ("t_squared", "feature_pairs")
+
+
+class DISTOptions(MethodOptions):
+    """dist: DIST, τ = temperature (1 by default, as published), always scaled by τ²."""
+
+    temperature: float = _option("temperature", default=1.0)
+    dist_beta: float = _option("dist_beta")
+    dist_gamma: float = _option("dist_gamma")
+
+    refuses: ClassVar[tuple[str, ...]] = ("t_squared", "standardize", "feature_pairs")
+
+
+class FeatureOptions(MethodOptions):
+    """fitnet, at: feature distillation on named layers (logits, temperature unused)."""
+
+    feature_pairs: dict[str, str] = _option("feature_pairs")
+    feature_weight: float | None = _option("feature_weight")
+
+    refuses: ClassVar[tuple[str, ...]] = ("standardize",)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered distillation method: its options model and the builder of its KD term."""
+
+    options: type[MethodOptions]
+    build: Callable[[Any], KDTerm]
+    """``options model instance -> KD term``."""
+
+    def validate(self, name: str, options: Mapping[str, Any]) -> MethodOptions:
+        """The method's options from ``distill.*`` keyword options: keys outside the model are
+        refused at a non-default value when the method would ignore them (:attr:`MethodOptions.refuses`)
+        and dropped otherwise (after the same bounds check as in the config); the model's own keys
+        are validated by the model. A bad value is a one-line ConfigError naming its key."""
+        fields = self.options.model_fields
+        for key in self.options.refuses:
+            if key in options and options[key] != neutral(key):
+                raise ConfigError(_REFUSAL[key].format(method=name))
+        others = {k: v for k, v in options.items() if k not in fields}
+        try:
+            if others:
+                DistillConfig.model_validate(others)
+            return self.options.model_validate({k: v for k, v in options.items() if k in fields})
+        except ValidationError as e:
+            raise ConfigError(f"distill.{format_validation_error(e)}") from None
+
+
+_REFUSAL = {
+    "standardize": "distill.standardize applies to kd and dkd, not to '{method}'; remove it",
+    "feature_pairs": "distill.feature_pairs is used by fitnet and at only, not by '{method}'; remove it",
+    "t_squared": "distill.t_squared=false applies to kd only; '{method}' always scales by T² as published",
+}
+
+METHODS: Registry[Method] = Registry("distillation method")
+"""``distill.method`` name -> :class:`Method` (options model, builder)."""
+
+
+def register(name: str, options: type[MethodOptions]) -> Callable[[Callable[[Any], KDTerm]], Callable[[Any], KDTerm]]:
+    """Decorator registering a KD-term builder ``options -> KD term`` as method ``name``."""
+
+    def decorator(build: Callable[[Any], KDTerm]) -> Callable[[Any], KDTerm]:
+        METHODS.add(name, Method(options, build))
+        return build
+
+    return decorator
+
+
+@register("kd", KDOptions)
+@register("logit-std", LogitStdOptions)
+def _build_kd(o: KDOptions | LogitStdOptions) -> KDTerm:
+    temperature, t_squared, standardize = o.temperature, o.t_squared, o.standardize
 
     def term(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor) -> Tensor:
         return losses.kd_loss(
@@ -83,92 +197,89 @@ def _build_kd(
     return term
 
 
-@METHODS.register("logit-std")
-def _build_logit_std(**options: Any) -> KDTerm:
-    return _build_kd(**{**options, "standardize": True})
-
-
-@METHODS.register("dkd")
-def _build_dkd(
-    *,
-    temperature: float = 4.0,
-    dkd_alpha: float = 1.0,
-    dkd_beta: float = 8.0,
-    standardize: bool = False,
-    t_squared: bool = True,
-    feature_pairs: Any = None,
-    **_: Any,
-) -> KDTerm:
-    _refuse("dkd", feature_pairs=feature_pairs, t_squared=t_squared)
-    if dkd_alpha < 0 or dkd_beta < 0:
-        raise ConfigError(f"distill.dkd_alpha and dkd_beta must be >= 0 (got {dkd_alpha}, {dkd_beta})")
-
+@register("dkd", DKDOptions)
+def _build_dkd(o: DKDOptions) -> KDTerm:
     def term(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor) -> Tensor:
         return losses.dkd_loss(
             student_logits,
             teacher_logits,
             labels,
-            alpha=dkd_alpha,
-            beta=dkd_beta,
-            temperature=temperature,
-            standardize=standardize,
+            alpha=o.dkd_alpha,
+            beta=o.dkd_beta,
+            temperature=o.temperature,
+            standardize=o.standardize,
         )
 
     return term
 
 
-@METHODS.register("dist")
-def _build_dist(
-    *,
-    temperature: float = 1.0,
-    dist_beta: float = 1.0,
-    dist_gamma: float = 1.0,
-    standardize: bool = False,
-    t_squared: bool = True,
-    feature_pairs: Any = None,
-    **_: Any,
-) -> KDTerm:
-    _refuse("dist", standardize=standardize, feature_pairs=feature_pairs, t_squared=t_squared)
-    if dist_beta < 0 or dist_gamma < 0:
-        raise ConfigError(f"distill.dist_beta and dist_gamma must be >= 0 (got {dist_beta}, {dist_gamma})")
-
+@register("dist", DISTOptions)
+def _build_dist(o: DISTOptions) -> KDTerm:
     def term(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor) -> Tensor:
         return losses.dist_loss(
-            student_logits, teacher_logits, beta=dist_beta, gamma=dist_gamma, temperature=temperature
+            student_logits, teacher_logits, beta=o.dist_beta, gamma=o.dist_gamma, temperature=o.temperature
         )
 
     return term
 
 
-def _build_feature(
-    kind: Literal["fitnet", "at"],
-    *,
-    feature_pairs: dict[str, str] | None = None,
-    feature_weight: float | None = None,
-    standardize: bool = False,
-    **_: Any,
-) -> KDTerm:
-    _refuse(kind, standardize=standardize)
-    return FeatureTerm(feature_pairs or {}, kind=kind, weight=feature_weight)
+def _feature_builder(kind: Literal["fitnet", "at"]) -> Callable[[Any], KDTerm]:
+    def build(o: FeatureOptions) -> KDTerm:
+        return FeatureTerm(o.feature_pairs, kind=kind, weight=o.feature_weight)
+
+    return build
 
 
-METHODS.add("fitnet", lambda **options: _build_feature("fitnet", **options))
-METHODS.add("at", lambda **options: _build_feature("at", **options))
+register("fitnet", FeatureOptions)(_feature_builder("fitnet"))
+register("at", FeatureOptions)(_feature_builder("at"))
+
+
+def method_options() -> frozenset[str]:
+    """Every key some method's options model takes or refuses (the ``distill.*`` keys of the KD
+    term, besides method, alpha and warmup_epochs)."""
+    keys: set[str] = set()
+    for name in METHODS:
+        spec = METHODS.get(name)
+        keys |= set(spec.options.model_fields) | set(spec.options.refuses)
+    return frozenset(keys)
+
+
+METHOD_OPTIONS = method_options()
+"""Keyword options a method may receive (read from the registered options models)."""
 
 
 def refuses(method: str, key: str, value: Any) -> bool:
-    """True when ``method`` refuses the option ``key=value`` that it accepts at its default, i.e.
-    the option does not apply to that method (e.g. ``t_squared=false`` to anything but kd)."""
-    builder = METHODS.get(method)
-    try:
-        builder()
-    except ConfigError:
-        return False  # the method needs other options first; nothing to conclude
-    try:
-        builder(**{key: value})
-    except ConfigError:
-        return True
-    return False
+    """True when ``method`` refuses the option ``key=value``, i.e. the option does not apply to
+    that method at that value (e.g. ``t_squared=false`` to anything but kd)."""
+    return key in METHODS.get(method).options.refuses and value != neutral(key)
+
+
+def _range(info: Any) -> str:
+    low = next((f"{m.ge:g}" for m in info.metadata if hasattr(m, "ge")), None)
+    high = next((f"{m.le:g}" for m in info.metadata if hasattr(m, "le")), None)
+    if low is None and high is None:
+        return ""
+    return f"{low or '−∞'} to {high or '∞'}"
+
+
+def options_table() -> str:
+    """The markdown table of every method's options, read from the options models: name, default,
+    range and meaning (docs/methods.md shows exactly this table)."""
+    rows = ["| method | option | default | range | meaning |", "|---|---|---|---|---|"]
+    for name in METHODS:
+        spec = METHODS.get(name)
+        for key, info in spec.options.model_fields.items():
+            default = json.dumps(info.get_default(call_default_factory=True))
+            rows.append(f"| `{name}` | `{key}` | `{default}` | {_range(info)} | {info.description} |")
+        if spec.options.refuses:
+            refused = ", ".join(f"`{key}`" for key in spec.options.refuses)
+            rows.append(f"| `{name}` | refuses | | | {refused} at a non-default value (it would ignore it) |")
+    return "\n".join(rows) + "\n"
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"distill.alpha: must be in [0, 1] (got {alpha}); it weights the label loss")
 
 
 class Objective:
@@ -184,10 +295,15 @@ class Objective:
     """
 
     def __init__(
-        self, *, alpha: float = 1.0, kd_term: KDTerm | None = None, name: str = "ce", warmup_epochs: int = 0
+        self,
+        *,
+        alpha: float = 1.0,
+        kd_term: KDTerm | None = None,
+        name: str = "ce",
+        warmup_epochs: int = 0,
+        options: MethodOptions | None = None,
     ) -> None:
-        if not 0.0 <= alpha <= 1.0:
-            raise ConfigError(f"distill.alpha: must be in [0, 1] (got {alpha}); it weights the label loss")
+        _check_alpha(alpha)
         if kd_term is None and alpha != 1.0:
             raise ConfigError(f"distill.alpha={alpha} needs a KD term; use alpha=1 for plain training")
         if warmup_epochs < 0:
@@ -196,6 +312,7 @@ class Objective:
         self.kd_term = kd_term
         self.name = name
         self.warmup_epochs = int(warmup_epochs)
+        self.options = options
         self.epoch = 0
 
     @classmethod
@@ -205,20 +322,28 @@ class Objective:
 
     @classmethod
     def from_method(cls, method: str, *, alpha: float, warmup_epochs: int = 0, **options: Any) -> Objective:
-        """Build ``α·CE + (1−α)·D`` with D the registered method ``method`` and its options
-        (names in :data:`METHOD_OPTIONS`; an unknown option is a ConfigError)."""
-        if not 0.0 <= alpha <= 1.0:
-            raise ConfigError(f"distill.alpha: must be in [0, 1] (got {alpha}); it weights the label loss")
-        unknown = sorted(set(options) - METHOD_OPTIONS)
+        """Build ``α·CE + (1−α)·D`` with D the registered method ``method`` and its ``distill.*``
+        options, validated by the method's options model (:meth:`Method.validate`). An option no
+        method knows is a ConfigError; one this method does not take is dropped, or refused when the
+        method would silently ignore a non-default value."""
+        _check_alpha(alpha)
+        known = method_options()
+        unknown = sorted(set(options) - known)
         if unknown:
-            raise ConfigError(
-                f"unknown distillation option {', '.join(unknown)}; known: {', '.join(sorted(METHOD_OPTIONS))}"
-            )
-        temperature = options.get("temperature")
-        if temperature is not None and not temperature > 0:
-            raise ConfigError(f"distill.temperature: must be > 0 (got {temperature})")
-        builder = METHODS.get(method)
-        return cls(alpha=alpha, kd_term=builder(**options), name=method, warmup_epochs=warmup_epochs)
+            raise ConfigError(f"unknown distillation option {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        spec = METHODS.get(method)
+        validated = spec.validate(method, options)
+        return cls(
+            alpha=alpha, kd_term=spec.build(validated), name=method, warmup_epochs=warmup_epochs, options=validated
+        )
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting this objective uses: method, alpha, warmup_epochs and the method's options
+        (temperature, t_squared, ... as validated; JSON types)."""
+        out: dict[str, Any] = {"method": self.name, "alpha": self.alpha, "warmup_epochs": self.warmup_epochs}
+        if self.options is not None:
+            out |= self.options.model_dump(mode="json")
+        return out
 
     @property
     def uses_teacher(self) -> bool:

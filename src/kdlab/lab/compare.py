@@ -16,8 +16,6 @@ finishes; resuming a comparison folder skips the cells already recorded.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,17 +27,29 @@ from pydantic import ValidationError
 from kdlab.config.load import format_validation_error, parse_value
 from kdlab.config.schema import DistillConfig, ExperimentConfig
 from kdlab.errors import ConfigError, KdlabError
-from kdlab.io import atomic_write_json, atomic_write_text
-from kdlab.kd.objective import METHODS, refuses
+from kdlab.kd.objective import METHODS, neutral, refuses
 from kdlab.lab.run import ProgressFactory, check_inputs, run_lab
-from kdlab.records import COMPARISON_DAMAGED, ComparisonRecord, check_record, read_json_record, read_run_config
+from kdlab.records import COMPARISON_DAMAGED
 from kdlab.report import stats
 from kdlab.report.collect import BASE_ARMS, EXTRA_METRICS, METRIC, summarize_arms
-from kdlab.runs import create_run_dir, env_info, read_results, write_config
+from kdlab.runs import (
+    COMPARISON_FILE,
+    checkpoint_folders,
+    create_run_dir,
+    has_config,
+    has_results,
+    is_comparison,
+    read_config,
+    read_results,
+    seed_dir,
+    write_comparison_files,
+    write_config,
+    write_env,
+)
+from kdlab.runs import read_comparison as _read_comparison
 from kdlab.train.loop import resolve_device
 from kdlab.version import __version__
 
-COMPARISON_FILE = "comparison.json"
 CSV_COLUMNS = ("arm", "seed", METRIC, *EXTRA_METRICS)
 
 
@@ -51,11 +61,6 @@ class MethodSpec:
     arm: str
     distill: DistillConfig
     notes: tuple[str, ...] = ()
-
-
-# distill.* settings that only some methods take: an arm inherits the experiment's value when its
-# method takes it, and otherwise keeps the default (with a note), unless the arm sets it itself.
-METHOD_SPECIFIC = ("t_squared", "standardize", "feature_pairs")
 
 
 def parse_methods(methods: str | Sequence[str], base: DistillConfig) -> list[MethodSpec]:
@@ -86,9 +91,11 @@ def parse_methods(methods: str | Sequence[str], base: DistillConfig) -> list[Met
             raw[key.strip()] = parse_value(text, f"--methods {name}:{key.strip()[:40]}")  # bounded YAML
             own.add(key.strip())
         notes: list[str] = []
-        for key in METHOD_SPECIFIC:
-            default = DistillConfig.model_fields[key].default
-            if key not in own and raw[key] != default and refuses(name, key, raw[key]):
+        # A distill.* setting the arm's method refuses (its options model's ``refuses``) is not
+        # inherited from the experiment: the arm keeps the default, with a note, unless it sets it itself.
+        for key in METHODS.get(name).options.refuses:
+            default = neutral(key)
+            if key not in own and refuses(name, key, raw[key]):
                 notes.append(
                     f"{item}: distill.{key}={json.dumps(raw[key])} from the experiment "
                     f"does not apply to {name}; this arm uses {key}={json.dumps(default)}"
@@ -150,7 +157,7 @@ def run_comparison(
     for note in (n for s in specs for n in s.notes):
         say(f"note: {note}")
     seed_list = resolve_seeds(seeds, cfg.seed)
-    if resume is None and out is not None and (Path(out) / COMPARISON_FILE).is_file():
+    if resume is None and out is not None and is_comparison(Path(out)):
         resume = Path(out)
     if resume is not None:
         comp_dir = Path(resume)
@@ -161,7 +168,7 @@ def run_comparison(
         check_inputs(cfg, {s.arm: s.distill for s in specs})
         comp_dir = create_run_dir(out if out is not None else cfg.out, f"{cfg.name}-compare")
         write_config(comp_dir, cfg.model_dump(mode="json"))
-        atomic_write_json(comp_dir / "env.json", env_info(resolve_device(cfg.device), cfg.seed))
+        write_env(comp_dir, resolve_device(cfg.device), cfg.seed, cfg.deterministic)
     previous = _read_comparison(comp_dir) if resume is not None else {}
     if resume is not None:
         _check_seed_folders(comp_dir, previous["seeds"])
@@ -173,15 +180,15 @@ def run_comparison(
     write_comparison(comp_dir, cfg, arms, all_seeds, status="running")
 
     for seed in all_seeds:
-        seed_dir = comp_dir / f"seed-{seed}"
-        seed_dir.mkdir(exist_ok=True)
-        say(f"seed {seed}: {seed_dir}")
+        folder = seed_dir(comp_dir, seed)
+        folder.mkdir(exist_ok=True)
+        say(f"seed {seed}: {folder}")
         seed_cfg = cfg.model_copy(update={"seed": seed})
-        started = (seed_dir / "config.resolved.yaml").is_file()
+        started = has_config(folder)
         run_lab(
             seed_cfg,
-            run_dir=None if started else seed_dir,
-            resume=seed_dir if started else None,
+            run_dir=None if started else folder,
+            resume=folder if started else None,
             arms={s.arm: s.distill for s in specs},
             progress=progress,
             log=log,
@@ -196,34 +203,24 @@ def _known() -> str:
     return ", ".join(METHODS.names())
 
 
-def _read_comparison(comp_dir: Path) -> dict[str, Any]:
-    """comparison.json, read with the record bounds and validated (:class:`kdlab.records.ComparisonRecord`)."""
-    path = comp_dir / COMPARISON_FILE
-    data = read_json_record(path, hint=COMPARISON_DAMAGED)
-    if isinstance(data, dict) and data.get("kind") != "comparison":
-        raise KdlabError(f"{path}: not a kdlab comparison file (kind is not 'comparison')")
-    check_record(ComparisonRecord, data, path, hint=COMPARISON_DAMAGED, what="a kdlab comparison file")
-    return dict(data)
-
-
 def _check_seed_folders(comp_dir: Path, seeds: Sequence[int]) -> None:
     """The records a resumed comparison reads of its seed folders (results, checkpoints) are sound,
     before it writes anything: a damaged one is one line, and the folder stays as it was."""
     from kdlab.train.checkpoint import ArmCheckpoint
 
     for seed in seeds:
-        seed_dir = comp_dir / f"seed-{seed}"
-        if (seed_dir / "results.json").is_file():
-            read_results(seed_dir)
-        for folder in sorted((seed_dir / "checkpoints").glob("*/")):
-            if (ckpt := ArmCheckpoint(folder, folder.name)).exists():
+        folder = seed_dir(comp_dir, seed)
+        if has_results(folder):
+            read_results(folder)
+        for ckpt_dir in checkpoint_folders(folder):
+            if (ckpt := ArmCheckpoint(ckpt_dir, ckpt_dir.name)).exists():
                 ckpt.verify()
 
 
 def _check_resumable(comp_dir: Path, cfg: ExperimentConfig) -> None:
-    if not (comp_dir / COMPARISON_FILE).is_file():
+    if not is_comparison(comp_dir):
         raise KdlabError(f"--resume {comp_dir}: not a comparison folder (no {COMPARISON_FILE}); give one to resume")
-    stored = read_run_config(comp_dir / "config.resolved.yaml", hint=COMPARISON_DAMAGED).model_dump(mode="json")
+    stored = read_config(comp_dir, hint=COMPARISON_DAMAGED).model_dump(mode="json")
     current = cfg.model_dump(mode="json")
     diff = _first_difference(stored, current, ignore={"seed", "out"})
     if diff is not None:
@@ -251,9 +248,8 @@ def write_comparison(
     """Aggregate the seed folders into ``comparison.json`` and ``comparison.csv`` (atomically)."""
     per_seed: dict[int, dict[str, Any]] = {}
     for seed in seeds:
-        seed_dir = comp_dir / f"seed-{seed}"
-        if (seed_dir / "results.json").is_file():
-            per_seed[seed] = read_results(seed_dir)
+        if has_results(folder := seed_dir(comp_dir, seed)):
+            per_seed[seed] = read_results(folder)
     arm_names = [*BASE_ARMS, *methods]
     first = next(iter(per_seed.values()), {})
     comparison: dict[str, Any] = {
@@ -269,29 +265,19 @@ def write_comparison(
         "methods": methods,
         "data": first.get("data"),
         "arms": summarize_arms(per_seed, arm_names),
-        "seed_folders": {str(s): f"seed-{s}" for s in per_seed},
+        "seed_folders": {str(s): seed_dir(comp_dir, s).name for s in per_seed},
     }
-    # A "complete" comparison.json is written last, after comparison.csv, so that a full disk in
-    # between leaves the previous one ("running", which --resume finishes); any other goes first,
-    # so a new comparison folder is resumable from its first write on.
-    if status != "complete":
-        atomic_write_json(comp_dir / COMPARISON_FILE, comparison)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    for seed, res in per_seed.items():
-        for arm in arm_names:
-            if arm in res.get("arms", {}):
-                writer.writerow({"arm": arm, "seed": seed, **res["arms"][arm]})
-    atomic_write_text(comp_dir / "comparison.csv", buf.getvalue())
-    if status == "complete":
-        atomic_write_json(comp_dir / COMPARISON_FILE, comparison)
+    rows = (
+        {"arm": arm, "seed": seed, **res["arms"][arm]}
+        for seed, res in per_seed.items()
+        for arm in arm_names
+        if arm in res.get("arms", {})
+    )
+    write_comparison_files(comp_dir, comparison, CSV_COLUMNS, rows)
     return comparison
 
 
 def read_comparison(comp_dir: Path) -> dict[str, Any]:
-    """Read a comparison folder's ``comparison.json`` (one-line errors for a wrong path)."""
-    comp_dir = Path(comp_dir)
-    if not (comp_dir / COMPARISON_FILE).is_file():
-        raise KdlabError(f"{comp_dir}: has no {COMPARISON_FILE} (not a comparison folder)")
-    return _read_comparison(comp_dir)
+    """Read a comparison folder's ``comparison.json`` (one-line errors for a wrong path):
+    :func:`kdlab.runs.read_comparison`."""
+    return _read_comparison(Path(comp_dir))

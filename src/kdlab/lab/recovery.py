@@ -17,6 +17,8 @@ from typing import Any
 from kdlab.errors import KdlabError
 from kdlab.runs import (  # noqa: F401 - the run folder's readers, used here and by the lab
     FAILED_MARKER,
+    has_results,
+    note_resume,
     read_env,
     read_failed_marker,
     read_history_rows,
@@ -162,25 +164,13 @@ def clear_failed_marker(run_dir: Path) -> None:
         (Path(run_dir) / FAILED_MARKER).unlink(missing_ok=True)
 
 
-def note_resume(run_dir: Path, argv: list[str]) -> None:
-    """Append this resumption (time, command) to ``env.json``'s ``resumes`` list."""
-    import time
-
-    from kdlab.io import atomic_write_json
-
-    path = Path(run_dir) / "env.json"
-    env = read_env(path) if path.is_file() else {}
-    env.setdefault("resumes", []).append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": argv})
-    atomic_write_json(path, env)
-
-
 def continue_results(run_dir: Path, fresh: dict[str, Any], weight_files: dict[str, str]) -> dict[str, Any]:
     """The results of the run being resumed, checked against the data as it is loaded now.
 
     Arms listed in ``results.json`` whose weights are on disk count as finished; any other is
     trained again (from its checkpoint). The notes of a previous stop are removed.
     """
-    if not (Path(run_dir) / "results.json").is_file():
+    if not has_results(run_dir):
         return fresh  # stopped before the first results were written: start over in this folder
     results = read_results(run_dir)
     if results.get("data") != fresh["data"]:

@@ -8,7 +8,16 @@ from typing import Any
 
 from kdlab.errors import KdlabError
 from kdlab.lab.recovery import RunLock, clear_failed_marker
-from kdlab.runs import read_history_rows, read_results
+from kdlab.runs import (
+    ACCURACY_PLOT,
+    CONFIG_FILE,
+    checkpoint_folders,
+    has_config,
+    has_results,
+    read_config,
+    read_history_rows,
+    read_results,
+)
 
 
 def resume_lab(run_dir: Path, **options: Any) -> Path:
@@ -20,18 +29,16 @@ def resume_lab(run_dir: Path, **options: Any) -> Path:
     already complete is left as it is, but for a promised file that is missing (the accuracy plot).
     """
     from kdlab.lab.run import run_lab
-    from kdlab.records import read_run_config
     from kdlab.train.checkpoint import ArmCheckpoint
 
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.resolved.yaml"
-    if not run_dir.is_dir() or not cfg_path.is_file():
-        raise KdlabError(f"--resume {run_dir}: not a run folder (no config.resolved.yaml); give a folder under runs/")
-    cfg = read_run_config(cfg_path)
-    for folder in sorted((run_dir / "checkpoints").glob("*/")):  # a damaged checkpoint: refused before any write
+    if not run_dir.is_dir() or not has_config(run_dir):
+        raise KdlabError(f"--resume {run_dir}: not a run folder (no {CONFIG_FILE}); give a folder under runs/")
+    cfg = read_config(run_dir)
+    for folder in checkpoint_folders(run_dir):  # a damaged checkpoint: refused before any write
         if (ckpt := ArmCheckpoint(folder, folder.name)).exists():
             ckpt.verify()
-    if (run_dir / "results.json").is_file():
+    if has_results(run_dir):
         results = read_results(run_dir)
         if results.get("status") == "complete" and _finish_complete(run_dir, results):
             return run_dir
@@ -50,7 +57,7 @@ def _finish_complete(run_dir: Path, results: dict[str, Any]) -> bool:
         for a in arms.values()
     ):
         return False
-    if not (run_dir / "plots" / "accuracy.png").is_file():
+    if not (run_dir / ACCURACY_PLOT).is_file():
         with RunLock(run_dir):
             plot_accuracy(run_dir, read_history_rows(run_dir, set(arms)))
     return True

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import re
 import sys
 import warnings
 from collections.abc import Callable, Mapping
@@ -32,10 +31,10 @@ from torch import nn
 
 from kdlab.config.schema import DistillConfig, ExperimentConfig
 from kdlab.data.bundle import DataBundle, build_data
-from kdlab.data.tensors import Split, TensorLoader, prepare_inputs
+from kdlab.data.tensors import Loader, Split, TensorLoader, as_loader, prepare_inputs
 from kdlab.data.text import save_vocab
 from kdlab.errors import RunInterrupted, TrainingError
-from kdlab.io import atomic_write_json, load_weights, save_weights
+from kdlab.io import load_weights, save_weights
 from kdlab.kd import losses
 from kdlab.lab.recovery import (
     RunLock,
@@ -64,7 +63,7 @@ from kdlab.train import metrics, teacher_cache
 from kdlab.train.checkpoint import ArmCheckpoint, FitState
 from kdlab.train.distiller import Distiller
 from kdlab.train.loop import History, Progress, fit, make_optimizer, predict
-from kdlab.train.reproduce import deterministic_mode, repro_info
+from kdlab.train.reproduce import deterministic_mode
 from kdlab.version import __version__
 
 ProgressFactory = Callable[[str], Progress | None]
@@ -142,8 +141,8 @@ def _run_lab(
     else:
         run_dir = Path(resume)
     with RunLock(run_dir), deterministic_mode(cfg.deterministic):
-        if resume is None or not (run_dir / "env.json").is_file():  # (a full disk stopped its first write)
-            atomic_write_json(run_dir / "env.json", {**env_info(device, cfg.seed), **repro_info(cfg.deterministic)})
+        if resume is None or not has_env(run_dir):  # (a full disk stopped its first write)
+            write_env(run_dir, device, cfg.seed, cfg.deterministic)
         if resume is not None:
             note_resume(run_dir, sys.argv)
         try:
@@ -250,7 +249,7 @@ class LabSession:
     history_rows: list[dict[str, Any]]
     splits: dict[str, Split]
     test_loader: TensorLoader
-    val: Split | None
+    val_loader: Loader | None
     teacher_outputs: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -289,8 +288,12 @@ class LabSession:
         rows = read_history_rows(run_dir, set(results["arms"])) if resuming else []
         splits = rt.place({k: getattr(data, k) for k in ("train", "val", "test")})
         test_loader = TensorLoader(splits["test"].x, splits["test"].y, batch_size=cfg.train.eval_batch_size)
-        val = splits["val"] if len(splits["val"]) else None
-        return cls(cfg, data, run_dir, rt, progress, say, resuming, stop, results, rows, splits, test_loader, val)
+        # Built once for every arm: validation in eval_batch_size batches (an empty split: none).
+        val, bs = splits["val"], cfg.train.eval_batch_size
+        val_loader = as_loader(val, batch_size=bs, device=rt.device) if len(val) else None
+        return cls(
+            cfg, data, run_dir, rt, progress, say, resuming, stop, results, rows, splits, test_loader, val_loader
+        )
 
     @property
     def done(self) -> set[str]:
@@ -419,18 +422,16 @@ class LabSession:
             nonfinite=cfg.train.nonfinite,
             grad_clip=cfg.train.grad_clip,
             should_stop=self.stop,
-            batch_size=cfg.train.batch_size,
-            seed=seed,
+            seed=seed,  # fixes dropout's draws; the data order is the loader's, seeded with the same
             device=rt.device,
             select=cfg.train.select,
-            eval_batch_size=cfg.train.eval_batch_size,
             progress=self.progress(arm) if self.progress else None,
             **rt.fit_options(),
         )
         loader = rt.train_loader(self.splits["train"], seed)
         try:
             if distiller is None:
-                return fit(model, loader, self.val, **kwargs)
+                return fit(model, loader, self.val_loader, **kwargs)
             teacher_fn = rt.teacher_fn(
                 settings or cfg.distill,
                 distiller.objective,
@@ -441,7 +442,7 @@ class LabSession:
             )
             self.results["teacher_cache"] = rt.cache
             self.teacher_outputs[arm] = "live" if rt.cache["status"] == "off" else "cached"
-            return distiller.fit(loader, self.val, teacher_fn=teacher_fn, **kwargs)
+            return distiller.fit(loader, self.val_loader, teacher_fn=teacher_fn, **kwargs)
         except TrainingError as e:
             kept = f"checkpoint of epoch {state.epoch} kept" if state.epoch else "no checkpoint yet"
             raise TrainingError(f"{arm} arm: {e}; {kept}") from None

@@ -1,5 +1,6 @@
 """Run and comparison folders -> the records a report shows. Reads results.json,
-comparison.json and history.csv only (never rendered text); imports nothing from the loop."""
+comparison.json and history.csv only (never rendered text), through :mod:`kdlab.runs`; imports
+nothing from the loop."""
 
 from __future__ import annotations
 
@@ -11,20 +12,24 @@ from typing import Any
 import numpy as np
 
 from kdlab.errors import KdlabError
-from kdlab.records import (
-    COMPARISON_DAMAGED,
-    DAMAGED,
-    ComparisonRecord,
-    check_record,
-    read_json_record,
-    read_record_bytes,
-    read_run_config,
-)
+from kdlab.records import DAMAGED
 from kdlab.report import stats
-from kdlab.runs import read_history_rows, read_results
+from kdlab.runs import (
+    ARMS,
+    COMPARISON_FILE,
+    RESULTS_FILE,
+    has_results,
+    is_comparison,
+    read_comparison,
+    read_config_text,
+    read_history_rows,
+    read_results,
+    read_run_env,
+    seed_dir,
+)
 
 METRIC = "test_accuracy"
-BASE_ARMS = ("teacher", "scratch")
+BASE_ARMS = ARMS[:2]  # teacher, scratch: the arms every distilled arm is measured against
 # Per-arm numbers summarized across seeds besides the test accuracy (see docs/compare.md).
 EXTRA_METRICS = (
     "test_loss",
@@ -102,17 +107,14 @@ def load_report_data(folder: Path) -> ReportData:
     folder = Path(folder)
     if not folder.is_dir():
         raise KdlabError(f"{folder}: not a folder; give a run or comparison folder")
-    comp_path = folder / "comparison.json"
-    if comp_path.is_file():
-        comp = read_json_record(comp_path, hint=COMPARISON_DAMAGED)
-        check_record(ComparisonRecord, comp, comp_path, hint=COMPARISON_DAMAGED, what="a kdlab comparison file")
+    if is_comparison(folder):
+        comp = read_comparison(folder)
         seeds: dict[int, dict[str, Any]] = {}
         history: dict[int, list[dict[str, Any]]] = {}
         for s in comp["seeds"]:
-            seed_dir = folder / f"seed-{s}"
-            if (seed_dir / "results.json").is_file():
-                seeds[s] = read_results(seed_dir)
-                history[s] = read_history_rows(seed_dir, set(seeds[s]["arms"]))
+            if has_results(sub := seed_dir(folder, s)):
+                seeds[s] = read_results(sub)
+                history[s] = read_history_rows(sub, set(seeds[s]["arms"]))
         data = comp.get("data") or {}
         _same_classes(folder, data.get("classes"), seeds)
         title = f"{comp.get('name', 'comparison')} — {data.get('name', '?')}, {len(seeds)} seed(s)"
@@ -124,12 +126,14 @@ def load_report_data(folder: Path) -> ReportData:
             seeds=seeds,
             history=history,
             classes=list(data.get("classes", [])),
-            config_text=_read_config(folder / "config.resolved.yaml"),
-            env=_read_env(folder / "env.json"),
+            config_text=read_config_text(folder),
+            env=read_run_env(folder),
             status=str(comp.get("status")),
         )
-    if not (folder / "results.json").is_file():
-        raise KdlabError(f"{folder}: has no results.json or comparison.json; give a folder written by run or compare")
+    if not has_results(folder):
+        raise KdlabError(
+            f"{folder}: has no {RESULTS_FILE} or {COMPARISON_FILE}; give a folder written by run or compare"
+        )
     res = read_results(folder)
     seed = int(res.get("seed", 0))
     data = res["data"]
@@ -141,8 +145,8 @@ def load_report_data(folder: Path) -> ReportData:
         seeds={seed: res},
         history={seed: read_history_rows(folder, set(res["arms"]))},
         classes=list(data["classes"]),
-        config_text=_read_config(folder / "config.resolved.yaml"),
-        env=_read_env(folder / "env.json"),
+        config_text=read_config_text(folder),
+        env=read_run_env(folder),
         status=str(res.get("status")),
     )
 
@@ -152,23 +156,6 @@ def _same_classes(folder: Path, classes: list[str] | None, seeds: dict[int, dict
     for s, res in seeds.items():
         if classes is not None and res["data"]["classes"] != classes:
             raise KdlabError(
-                f"{folder / f'seed-{s}' / 'results.json'}: data.classes: differ from comparison.json's; {DAMAGED}"
+                f"{seed_dir(folder, s) / RESULTS_FILE}: data.classes: differ from {COMPARISON_FILE}'s; {DAMAGED}"
             )
         classes = res["data"]["classes"]
-
-
-def _read_config(path: Path) -> str:
-    """The run's config.resolved.yaml as text, validated (missing: empty)."""
-    from kdlab.config.load import MAX_FILE_BYTES
-
-    if not path.is_file():
-        return ""
-    read_run_config(path)
-    return read_record_bytes(path, limit=MAX_FILE_BYTES).decode("utf-8")
-
-
-def _read_env(path: Path) -> dict[str, Any]:
-    """env.json, validated (missing: empty)."""
-    from kdlab.runs import read_env
-
-    return read_env(path) if path.is_file() else {}

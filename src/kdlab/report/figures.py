@@ -15,6 +15,7 @@ from typing import Any
 
 from kdlab.io import atomic_write_bytes
 from kdlab.report.collect import ReportData
+from kdlab.runs import ACCURACY_PLOT, plot_path
 
 
 def _plt() -> Any:
@@ -32,8 +33,9 @@ def _save(fig: Any, folder: Path, name: str) -> bytes:
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     data = buf.getvalue()
-    (folder / "plots").mkdir(exist_ok=True)
-    atomic_write_bytes(folder / "plots" / f"{name}.png", data)
+    path = plot_path(folder, name)
+    path.parent.mkdir(exist_ok=True)
+    atomic_write_bytes(path, data)
     return data
 
 
@@ -110,7 +112,7 @@ def plot_accuracy(run_dir: Path, history_rows: list[dict[str, Any]]) -> Path | N
     if not panels:
         return None
     _save(accuracy_figure(panels), Path(run_dir), "accuracy")
-    return Path(run_dir) / "plots" / "accuracy.png"
+    return Path(run_dir) / ACCURACY_PLOT
 
 
 def loss_parts(data: ReportData) -> bytes | None:

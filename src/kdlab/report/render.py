@@ -17,9 +17,8 @@ from kdlab.io import atomic_write_text
 from kdlab.report.collect import ReportData, load_report_data
 from kdlab.report.figures import FIGURES
 from kdlab.report.table import human_bytes
+from kdlab.runs import REPORT_FILE
 from kdlab.version import __version__
-
-REPORT_FILE = "report.html"
 
 
 def pct(x: float | None) -> str:

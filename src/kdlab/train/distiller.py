@@ -30,7 +30,7 @@ from kdlab.io import save_weights
 from kdlab.kd.features import FeatureTerm
 from kdlab.kd.objective import Objective
 from kdlab.models.registry import count_params
-from kdlab.train import loop
+from kdlab.train import loop, metrics
 
 
 class Distiller(nn.Module):
@@ -40,14 +40,16 @@ class Distiller(nn.Module):
         teacher: a trained classifier ``x -> logits [N, C]``; frozen by this constructor.
         student: the classifier to train, same output shape.
         alpha: weight of the hard-label loss in [0, 1].
-        temperature: softmax temperature T > 0 of the KD term.
+        temperature: softmax temperature T of the KD term, in [0.01, 100].
         t_squared: multiply the KD term by T² (Hinton et al.); False for the classic labs.
         method: registered KD term (``distill.method``): kd, dkd, dist, logit-std, fitnet, at.
         example_input: a batch of inputs for the dry run; without it the check runs on the first
             batch ``fit`` or ``evaluate`` sees.
-        **method_options: the method's options (``dkd_alpha``, ``dkd_beta``, ``standardize``,
-            ``warmup_epochs``, ``dist_beta``, ``dist_gamma``, ``feature_pairs``, ``feature_weight``;
-            docs/methods.md).
+        **method_options: ``warmup_epochs`` and the method's options (``dkd_alpha``, ``dkd_beta``,
+            ``standardize``, ``dist_beta``, ``dist_gamma``, ``feature_pairs``, ``feature_weight``),
+            the same names, defaults and bounds as the ``distill.*`` config keys: each method's
+            options model (:data:`kdlab.kd.objective.METHODS`, docs/methods.md) validates them.
+            ``distiller.objective.settings()`` reports every setting in use.
 
     Example:
         >>> distiller = Distiller(teacher=big, student=small, alpha=0.1, temperature=4.0)
@@ -79,10 +81,10 @@ class Distiller(nn.Module):
         shared = {id(p) for p in teacher.parameters()} & {id(p) for p in student.parameters()}
         if shared:
             raise ConfigError(f"teacher and student share {len(shared)} parameter tensors: they must be separate")
-        if not 0.0 <= alpha <= 1.0:
-            raise ConfigError(f"alpha must be in [0, 1] (got {alpha}): it weights the label loss")
-        if not temperature > 0:
-            raise ConfigError(f"temperature must be > 0 (got {temperature})")
+        # Every option is validated once, by the method's options model (a ConfigError naming the key).
+        objective = Objective.from_method(
+            method, alpha=alpha, temperature=temperature, t_squared=t_squared, **method_options
+        )
         t_params, s_params = count_params(teacher), count_params(student)
         if t_params < s_params:
             warnings.warn(
@@ -92,9 +94,7 @@ class Distiller(nn.Module):
             )
         self.teacher = teacher.requires_grad_(False).eval()
         self.student = student
-        self.objective = Objective.from_method(
-            method, alpha=alpha, temperature=temperature, t_squared=t_squared, **method_options
-        )
+        self.objective = objective
         term = self.objective.kd_term
         # A KD term with parameters (feature projectors) is a submodule: it moves with .to(device).
         self.kd_module = term if isinstance(term, nn.Module) else None
@@ -230,8 +230,8 @@ class Distiller(nn.Module):
 
         return {
             "loss": float(losses.cross_entropy(s_logits, y)),
-            "accuracy": float((s_logits.argmax(-1) == y).float().mean()),
-            "teacher_agreement": float((s_logits.argmax(-1) == t_logits.argmax(-1)).float().mean()),
+            "accuracy": metrics.accuracy(s_logits, y),
+            "teacher_agreement": metrics.teacher_agreement(s_logits, t_logits),
         }
 
     def kd_parameters(self) -> list[nn.Parameter]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -20,7 +21,7 @@ from kdlab.data.tensors import Batch, Loader, TensorLoader, as_loader
 from kdlab.errors import ConfigError, NonFiniteLossError, RunInterrupted, TrainingError
 from kdlab.kd import losses
 from kdlab.kd.objective import Objective
-from kdlab.train import distributed
+from kdlab.train import distributed, metrics
 from kdlab.train.accel import autocast
 from kdlab.train.checkpoint import FitState
 from kdlab.train.reproduce import restore_rng
@@ -195,7 +196,7 @@ def evaluate(
     logits, y = predict(model, as_loader(data, batch_size=batch_size, device=dev))
     return {
         "loss": float(losses.cross_entropy(logits, y)),
-        "accuracy": float((logits.argmax(-1) == y).float().mean()),
+        "accuracy": metrics.accuracy(logits, y),
     }
 
 
@@ -249,19 +250,66 @@ def fit(
     Under ``torchrun`` (an initialized process group) the trained model is wrapped in
     DistributedDataParallel and a :class:`TensorLoader` yields this rank's shard of each batch.
     """
-    if epochs < 1:
-        raise ConfigError(f"epochs: must be >= 1 (got {epochs})")
-    if select not in {"last", "best-val"}:
-        raise ConfigError(f"train.select: must be 'last' or 'best-val' (got {select!r})")
     dev = resolve_device(device) if device is not None else _model_device(model)
     model.to(dev)
-    objective = objective or Objective.cross_entropy()
     if seed is not None:
         torch.manual_seed(seed)
     train_loader = as_loader(train, batch_size=batch_size, shuffle=True, seed=seed or 0, device=dev)
     val_loader = None if val is None else as_loader(val, batch_size=eval_batch_size, device=dev)
     if optimizer is None:
         optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], lr=lr)
+    return run_epochs(
+        model,
+        train_loader,
+        val_loader,
+        optimizer=optimizer,
+        epochs=epochs,
+        objective=objective,
+        teacher=teacher,
+        select=select,
+        state=state,
+        steps=StepOptions(nonfinite=nonfinite, grad_clip=grad_clip, should_stop=should_stop, precision=precision),
+        compile=compile,
+        progress=progress,
+        on_epoch_end=on_epoch_end,
+    )
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """How every training step runs (:func:`train_epoch`): NaN/inf handling, gradient clipping,
+    the stop request asked at each step boundary, and the forward pass's precision."""
+
+    nonfinite: str = "stop"
+    grad_clip: float | None = None
+    should_stop: Callable[[], bool] | None = None
+    precision: str = "float32"
+
+
+def run_epochs(
+    model: nn.Module,
+    train_loader: Loader,
+    val_loader: Loader | None,
+    *,
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    objective: Objective | None = None,
+    teacher: TeacherFn | None = None,
+    select: str = "last",
+    state: FitState | None = None,
+    steps: StepOptions = StepOptions(),
+    compile: bool = False,
+    progress: Progress | None = None,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+) -> History:
+    """The epochs themselves, on loaders already built and a model already on its device — what
+    :func:`fit` (which turns user data into loaders) and the lab (which builds its loaders once per
+    run) both call. Arguments as in :func:`fit`; resumes after ``state.epoch`` complete epochs."""
+    if epochs < 1:
+        raise ConfigError(f"epochs: must be >= 1 (got {epochs})")
+    if select not in {"last", "best-val"}:
+        raise ConfigError(f"train.select: must be 'last' or 'best-val' (got {select!r})")
+    objective = objective or Objective.cross_entropy()
     state = state if state is not None else FitState()
     if state.epoch > epochs:
         raise ConfigError(f"resume: the checkpoint is at epoch {state.epoch} but training asks for {epochs} epochs")
@@ -271,7 +319,7 @@ def fit(
             train_loader.epoch = state.epoch
         if state.rng is not None:
             restore_rng(state.rng)
-    trained = _training_module(model, train_loader, dev, compile)
+    trained = _training_module(model, train_loader, _model_device(model), compile)
     history = History(state.history)
     for epoch in range(state.epoch + 1, epochs + 1):
         objective.set_epoch(epoch - 1)
@@ -288,10 +336,10 @@ def fit(
                     optimizer,
                     teacher=teacher,
                     progress=progress,
-                    nonfinite=nonfinite,
-                    grad_clip=grad_clip,
-                    should_stop=should_stop,
-                    precision=precision,
+                    nonfinite=steps.nonfinite,
+                    grad_clip=steps.grad_clip,
+                    should_stop=steps.should_stop,
+                    precision=steps.precision,
                 )
             )
         except NonFiniteLossError as e:
@@ -301,7 +349,7 @@ def fit(
         if val_loader is not None:
             logits, y = predict(model, val_loader)
             row["val_loss"] = float(losses.cross_entropy(logits, y))
-            row["val_accuracy"] = float((logits.argmax(-1) == y).float().mean())
+            row["val_accuracy"] = metrics.accuracy(logits, y)
             if select == "best-val":
                 state.update_best(epoch, row["val_accuracy"], model)
         history.append(row)

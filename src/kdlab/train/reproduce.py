@@ -18,16 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from kdlab.runs import ENV_VARS, repro_info  # noqa: F401 - env.json's reproducibility part, kept importable here
+
 # cuBLAS needs a fixed workspace to be deterministic on CUDA >= 10.2 (PyTorch's reproducibility notes).
 CUBLAS_WORKSPACE = ":4096:8"
-ENV_VARS = (
-    "OMP_NUM_THREADS",
-    "OMP_WAIT_POLICY",
-    "MKL_NUM_THREADS",
-    "CUBLAS_WORKSPACE_CONFIG",
-    "PYTHONHASHSEED",
-    "CUDA_VISIBLE_DEVICES",
-)
 
 
 def capture_rng() -> dict[str, Any]:
@@ -84,26 +78,3 @@ def deterministic_mode(enabled: bool) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(before)
         torch.backends.cudnn.benchmark = before_benchmark
-
-
-def repro_info(deterministic: bool) -> dict[str, Any]:
-    """The reproducibility part of ``env.json``: library versions, threads, deterministic flags,
-    the environment variables that change numerics, and the accelerator stack."""
-    from importlib import metadata
-
-    versions: dict[str, str | None] = {}
-    for pkg in ("numpy", "safetensors", "scikit-learn", "pydantic", "Pillow", "PyYAML"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
-    return {
-        "deterministic": deterministic,
-        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-        "cudnn_benchmark": torch.backends.cudnn.benchmark,
-        "interop_threads": torch.get_num_interop_threads(),
-        "cuda_version": torch.version.cuda,
-        "cudnn_version": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "packages": versions,
-        "env": {k: os.environ.get(k) for k in ENV_VARS},
-    }
