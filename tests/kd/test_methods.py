@@ -331,15 +331,10 @@ def test_distiller_settings_match_the_config_path() -> None:
 
     teacher, student = _pair()
     dc = DistillConfig(method="dkd", alpha=0.3, temperature=3.0, dkd_beta=2.0)
-    via_config = Distiller(
-        teacher=teacher,
-        student=student,
-        alpha=dc.alpha,
-        temperature=dc.temperature,
-        t_squared=dc.t_squared,
-        method=dc.method,
-        **dc.method_options(),
-    )
+    from kdlab.config.schema import ExperimentConfig
+    from kdlab.lab.run import make_distiller
+
+    via_config = make_distiller(ExperimentConfig(), teacher, student, distill=dc)
     via_api = Distiller(teacher=teacher, student=student, alpha=0.3, temperature=3, method="dkd", dkd_beta=2)
     assert via_config.objective.settings() == via_api.objective.settings()
 

@@ -146,7 +146,10 @@ def _run_lab(
         if resume is not None:
             note_resume(run_dir, sys.argv)
         try:
-            _run_arms(cfg, data, run_dir, rt, progress, log, resume is not None, stop, arms)
+            session = LabSession.open(
+                cfg, data, run_dir, rt, progress=progress, log=log, resuming=resume is not None, stop=stop
+            )
+            session.run(arms)
         except (RunInterrupted, KeyboardInterrupt) as e:
             mark_status(run_dir, "interrupted", resume=resume_command(run_dir), signal=getattr(stop, "signum", None))
             if isinstance(e, RunInterrupted):
@@ -205,28 +208,6 @@ def check_inputs(cfg: ExperimentConfig, arms: Mapping[str, DistillConfig] | None
         teacher_cache.decide(distill.teacher_cache, objective=None, augment_random=cfg.train.augment.random)
         _check_distill(cfg.model_copy(update={"distill": distill}), data)
     return data
-
-
-def _run_arms(
-    cfg: ExperimentConfig,
-    data: DataBundle,
-    run_dir: Path,
-    rt: Runtime,
-    progress: ProgressFactory | None,
-    log: Callable[[str], None] | None,
-    resuming: bool,
-    stop: Callable[[], bool] | None,
-    distilled: Mapping[str, DistillConfig] | None = None,
-) -> None:
-    """Train and record every arm not yet on record: teacher, then scratch and the distilled arm(s)."""
-    session = LabSession.open(cfg, data, run_dir, rt, progress=progress, log=log, resuming=resuming, stop=stop)
-    students = {"distilled": cfg.distill} if distilled is None else dict(distilled)
-    if distilled is not None:
-        session.results["methods"] = {arm: dc.model_dump(mode="json") for arm, dc in students.items()}
-    session.write_results()
-    teacher, t_logits = session.teacher_arm()
-    session.student_arms(teacher, t_logits, students)
-    session.finish(single=distilled is None)
 
 
 @dataclass
@@ -294,6 +275,18 @@ class LabSession:
         return cls(
             cfg, data, run_dir, rt, progress, say, resuming, stop, results, rows, splits, test_loader, val_loader
         )
+
+    def run(self, distilled: Mapping[str, DistillConfig] | None = None) -> None:
+        """Train and record every arm not yet on record: the teacher, then scratch and the distilled
+        arm(s) — ``distilled`` (arm -> settings, a comparison's seed folder) or the one arm of
+        ``cfg.distill``."""
+        students = {"distilled": self.cfg.distill} if distilled is None else dict(distilled)
+        if distilled is not None:
+            self.results["methods"] = {arm: dc.model_dump(mode="json") for arm, dc in students.items()}
+        self.write_results()
+        teacher, t_logits = self.teacher_arm()
+        self.student_arms(teacher, t_logits, students)
+        self.finish(single=distilled is None)
 
     @property
     def done(self) -> set[str]:
