@@ -108,11 +108,9 @@ def test_report_has_no_markup_but_its_own(hostile_report: Path) -> None:
 
 def test_class_labels_are_plain_figure_text(hostile_report: Path) -> None:
     """A class named ``$\\frac{$`` would make matplotlib parse a formula and fail the figure (and
-    with it the report); every figure is drawn, and the labels are not HTML anywhere."""
-    html = hostile_report.read_text(encoding="utf-8")
+    with it the report); every figure is drawn."""
     plots = hostile_report.parent / "plots"
     assert {"confusion.png", "accuracy_curves.png", "accuracy.png"} <= {p.name for p in plots.iterdir()}
-    assert PAYLOADS["class label"] not in html
 
 
 def test_hostile_report_runs_no_script_in_headless_chromium(hostile_report: Path) -> None:

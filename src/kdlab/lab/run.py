@@ -49,6 +49,7 @@ from kdlab.lab.runtime import Runtime
 from kdlab.models.registry import count_params, create_model
 from kdlab.runs import (  # noqa: F401 - the run folder's names, kept importable from here
     ARMS,
+    CHECKPOINTS_DIR,
     PROJECTORS_FILE,
     WEIGHT_FILES,
     _WeightFiles,
@@ -403,7 +404,7 @@ class LabSession:
             weight_decay=cfg.train.weight_decay,
             fused=rt.accel.fused_optimizer,
         )
-        ckpt = ArmCheckpoint(self.run_dir / "checkpoints" / arm, arm)
+        ckpt = ArmCheckpoint(self.run_dir / CHECKPOINTS_DIR / arm, arm)
         state = ckpt.load(model, optimizer) if self.resuming and ckpt.exists() else FitState()
         if state.epoch:
             self.say(f"{arm}: resuming after epoch {state.epoch} of {epochs}")
@@ -475,7 +476,7 @@ class LabSession:
         self.history_rows.extend({"arm": arm, **row} for row in history or [])
         write_history(run_dir, self.history_rows)
         self.write_results()
-        ArmCheckpoint(run_dir / "checkpoints" / arm, arm).remove()  # the arm is on record now
+        ArmCheckpoint(run_dir / CHECKPOINTS_DIR / arm, arm).remove()  # the arm is on record now
         self.say(f"{arm}: test accuracy {100 * self.results['arms'][arm]['test_accuracy']:.2f}%")
         return logits
 

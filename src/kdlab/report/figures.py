@@ -15,7 +15,7 @@ from typing import Any
 
 from kdlab.io import atomic_write_bytes
 from kdlab.report.collect import ReportData
-from kdlab.runs import ACCURACY_PLOT, plot_path
+from kdlab.runs import ACCURACY_PLOT, ARMS, plot_path
 
 
 def _plt() -> Any:
@@ -69,7 +69,7 @@ def _rows_by_arm(data: ReportData) -> dict[str, list[list[dict[str, Any]]]]:
     return out
 
 
-ARM_TITLES = {"teacher": "Teacher", "scratch": "Student from scratch", "distilled": "Distilled student"}
+ARM_TITLES = dict(zip(ARMS, ("Teacher", "Student from scratch", "Distilled student"), strict=True))
 
 
 def accuracy_figure(panels: dict[str, list[list[dict[str, Any]]]]) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-ARM_LABELS = {"teacher": "teacher", "scratch": "scratch", "distilled": "distilled"}
+from kdlab.runs import ARMS
 
 
 def human_bytes(n: float) -> str:
@@ -35,11 +35,11 @@ def results_table(results: dict[str, Any]) -> Table:
     arms = results.get("arms", {})
     scratch = arms.get("scratch", {}).get("test_accuracy")
     # The lab's three arms first, then any others (one per method in a comparison's seed folder).
-    for arm in [*ARM_LABELS, *(a for a in arms if a not in ARM_LABELS)]:
+    for arm in [*ARMS, *(a for a in arms if a not in ARMS)]:
         a = arms.get(arm)
         if a is None:
             continue
-        label = ARM_LABELS.get(arm, arm)
+        label = arm
         gain = ""
         acc = _num(a.get("test_accuracy"))
         if arm not in ("teacher", "scratch") and _num(scratch) is not None and acc is not None:
