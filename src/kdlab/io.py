@@ -8,6 +8,7 @@ for ``.pt`` files).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -22,10 +23,39 @@ from torch import nn
 from kdlab.errors import CheckpointError, StorageError
 
 
+def _read_umask() -> int:
+    """The process's umask, read once at import: from ``/proc/self/status`` where there is one (no
+    change to process-wide state), else by setting and at once restoring it."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()
+FILE_MODE = 0o666 & ~UMASK
+"""Mode of every file kdlab writes: what ``open()`` would give under the umask (``mkstemp``'s
+temporary files are 0600 and are widened to this before the rename)."""
+
+
+def make_temp(path: Path) -> tuple[int, str]:
+    """``mkstemp`` beside ``path`` (``.<name>.*.tmp``), its mode set to :data:`FILE_MODE`."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with contextlib.suppress(OSError, AttributeError):  # a file system without modes; Windows has no fchmod
+        os.fchmod(fd, FILE_MODE)
+    return fd, tmp
+
+
 def _atomic(path: Path, write: Callable[[Any], None], mode: str) -> None:
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = make_temp(path)
     except OSError as e:
         raise _storage_error(path, e) from None
     try:

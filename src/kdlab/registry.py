@@ -47,7 +47,9 @@ class Registry(Generic[T]):
             raise ConfigError(self.unknown_message(name)) from None
 
     def unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(name, self._items, n=3)
+        typed = str(name)[:100]  # matched cut short, whatever its length
+        spelled = typed.strip().lower().replace("_", "-").replace(" ", "-")  # `Lab_CNN_Teacher`, `KD`
+        close = [spelled] if spelled in self._items else difflib.get_close_matches(typed, self._items, n=3)
         hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
         return f"unknown {self.kind} '{name}': {hint}known: {', '.join(sorted(self._items))}"
 

@@ -434,7 +434,8 @@ def text_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("image-run")
-    return _finished_run(tmp, ["run", "digits", *IMAGE])
+    digits = [*FAST, "--set", "teacher.model=mlp-teacher", "--set", "data.train_limit=100"]  # no data.image_size
+    return _finished_run(tmp, ["run", "digits", *digits])
 
 
 PredictBuild = Callable[[Path, pytest.MonkeyPatch], list[str]]

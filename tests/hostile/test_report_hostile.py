@@ -37,7 +37,7 @@ IMG = "<img src=x onerror=window.__pwned=2>"
 PAYLOADS = {
     "run name": "<script>window.__pwned=3</script>",
     "command line": "<img src=x onerror=window.__pwned=4>",  # the --out folder: only env.json's argv has it
-    "config string": "<script>window.__pwned=5</script>",  # data.text_column, unused by image folders
+    "config string": "<script>window.__pwned=5</script>",  # in data.cache_dir (a key image folders read)
     "data path": "<img src=x onerror=window.__pwned=6>",
     "class label": "<img src=x onerror=window.__pwned=7>",
     "model name (edited results.json)": SCRIPT,
@@ -61,7 +61,7 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             Image.new("RGB", (8, 8), (40 * c, 20 * i, 90)).save(root / cls / f"{i}.png")
     args = ["run", "digits", *TINY, "--set", "data.name=image-folder", "--set", f"data.path={root}"]
     args += ["--set", "data.image_size=8", "--set", f"name={PAYLOADS['run name']}"]
-    args += ["--set", f"data.text_column={PAYLOADS['config string']}"]
+    args += ["--set", f"data.cache_dir={tmp / 'cache'}/{PAYLOADS['config string']}"]
     args += ["--out", str(tmp / PAYLOADS["command line"])]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KDLAB_CACHE", str(tmp / "cache"))

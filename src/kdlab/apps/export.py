@@ -4,6 +4,10 @@ The model is rebuilt from the run's record (model name, classes, input shape) an
 safetensors weights, exported with ``torch.onnx.export`` (dynamo exporter, dynamic batch axis),
 written atomically to ``<run>/export/<arm>.onnx``, then run with onnxruntime on the run's own
 test inputs (or zeros when the data is not at hand) and compared with PyTorch's logits.
+
+The file stands alone: its ``metadata_props`` (:data:`METADATA_KEYS`, ``docs/report.md``) carry the
+class names, the input shape and the preprocessing ``kdlab predict`` applies to raw inputs (for
+text runs the whole vocabulary), so ``kdlab predict MODEL.onnx INPUTS…`` needs no run folder.
 Needs the optional packages of ``kdlab[onnx]`` (onnx, onnxruntime, onnxscript).
 """
 
@@ -12,10 +16,10 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import json
 import logging
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,14 +30,91 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdlab.apps.predict import load_run
+from kdlab.apps.predict import (
+    IMAGE_SCALE,
+    META_ARM,
+    META_CLASSES,
+    META_INPUT_SHAPE,
+    META_MODEL,
+    META_PREPROCESSING,
+    META_VERSION,
+    META_VOCAB,
+    LoadedRun,
+    load_run,
+)
 from kdlab.config.schema import ExperimentConfig
 from kdlab.errors import KdlabError
+from kdlab.io import make_temp
 from kdlab.runs import read_config
+from kdlab.version import __version__
 
 FORMATS = ("onnx",)
 PARITY_ATOL = 1e-4
 """Largest |ONNX − PyTorch| logit difference accepted (float32 kernels differ in summation order)."""
+
+METADATA_KEYS = (META_VERSION, META_ARM, META_MODEL, META_CLASSES, META_INPUT_SHAPE, META_PREPROCESSING, META_VOCAB)
+"""The ``metadata_props`` keys of an exported file (``kdlab.vocab`` for text runs only)."""
+
+SOURCE_SCALE = {"digits": 16.0}
+"""Data sets whose raw arrays are not 0..255 pixels: scikit-learn's digits are 0..16."""
+
+
+def onnx_metadata(run: LoadedRun, arm: str) -> dict[str, str]:
+    """The ``metadata_props`` of an export of ``arm``: what ``kdlab predict`` needs, as strings (JSON)."""
+    shape = list(run.input_shape)
+    meta = {
+        META_VERSION: __version__,
+        META_ARM: arm,
+        META_MODEL: str(run.results["arms"][arm].get("model") or ""),
+        META_CLASSES: json.dumps(run.classes, ensure_ascii=False),
+        META_INPUT_SHAPE: json.dumps(shape),
+    }
+    if run.vocab is not None:
+        pre: dict[str, Any] = {
+            "kind": "text",
+            "input": "input",
+            "dtype": "int64",
+            "tokenizer": "lower-case; <br /> -> space; remove punctuation ([^\\w\\s]|_); split on whitespace",
+            "vocab": META_VOCAB,
+            "max_len": run.vocab.max_len,
+            "pad_id": 0,
+            "oov_id": 1,
+            "truncate": "keep the first max_len token ids",
+            "padding": "pad_id at the end, to max_len",
+        }
+        meta[META_VOCAB] = json.dumps(run.vocab.to_json(), ensure_ascii=False, separators=(",", ":"))
+    else:
+        c, h, w = shape
+        pre = {
+            "kind": "image",
+            "input": "input",
+            "dtype": "float32",
+            "layout": "NCHW",
+            "color": "L" if c == 1 else "RGB",
+            "size": [h, w],
+            "resize": "bilinear",
+            "divide_by": IMAGE_SCALE,
+            "mean": None,
+            "std": None,
+        }
+        name = str(run.results["data"].get("name") or "")
+        if name in SOURCE_SCALE:
+            pre["source_divide_by"] = SOURCE_SCALE[name]
+            pre["note"] = (
+                f"image files are divided by {IMAGE_SCALE:g}; the {name} data set's own arrays "
+                f"(values 0..{SOURCE_SCALE[name]:g}) by {SOURCE_SCALE[name]:g}"
+            )
+    meta[META_PREPROCESSING] = json.dumps(pre, ensure_ascii=False)
+    return meta
+
+
+def _set_metadata(path: str, meta: dict[str, str]) -> None:
+    import onnx
+    from onnx import helper
+
+    proto = onnx.load(path)
+    helper.set_model_props(proto, meta)
+    onnx.save(proto, path)
 
 
 @dataclass(frozen=True)
@@ -110,6 +191,9 @@ def export_onnx(run_dir: Path, *, arm: str = "distilled", out: Path | None = Non
         KdlabError: onnx packages missing, unknown arm, or outputs that differ beyond
             :data:`PARITY_ATOL`.
     """
+    from kdlab.lab.compare import refuse_comparison_folder
+
+    refuse_comparison_folder(Path(run_dir), "export", arm=arm)  # before the onnx check: names its seed runs
     ort = require_onnx()
     run_dir = Path(run_dir)
     run = load_run(run_dir, arms=[arm])  # every record of the folder validated, weights checked
@@ -118,11 +202,17 @@ def export_onnx(run_dir: Path, *, arm: str = "distilled", out: Path | None = Non
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", arm)
     path = Path(out) if out is not None else run_dir / "export" / f"{safe}.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = make_temp(path)
     os.close(fd)
     try:
-        # The exporter narrates its steps on stdout and warns about optional torchvision ops.
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet("torch.onnx", "onnxscript"):
+        # The exporter narrates its steps on stdout (and, for some models, natively on stderr) and
+        # warns about optional torchvision ops.
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+            _quiet("torch.onnx", "onnxscript", "onnx_ir"),
+        ):
             warnings.simplefilter("ignore")
             try:
                 torch.onnx.export(
@@ -143,6 +233,7 @@ def export_onnx(run_dir: Path, *, arm: str = "distilled", out: Path | None = Non
                     f"{arm} '{results['arms'][arm]['model']}': ONNX export failed ({type(e).__name__}: {first[:160]}); "
                     "torch.export cannot trace this model (the lab RNNs' packed sequences, for one)"
                 ) from None
+        _set_metadata(tmp, onnx_metadata(run, arm))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

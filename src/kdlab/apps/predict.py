@@ -42,6 +42,18 @@ from kdlab.runs import RESULTS_FILE, read_config, read_results
 
 BATCH = 256
 
+IMAGE_SCALE = 255.0
+"""Image files are decoded to 0..255 pixels and divided by this (:func:`load_images`)."""
+
+META_VERSION = "kdlab.version"
+META_ARM = "kdlab.arm"
+META_MODEL = "kdlab.model"
+META_CLASSES = "kdlab.classes"
+META_INPUT_SHAPE = "kdlab.input_shape"
+META_PREPROCESSING = "kdlab.preprocessing"
+META_VOCAB = "kdlab.vocab"
+"""``metadata_props`` keys of a ``kdlab export`` ONNX file (``docs/report.md``)."""
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -124,7 +136,10 @@ def load_run(path: str | Path, *, arms: Sequence[str] | None = None) -> LoadedRu
     Raises:
         KdlabError: not a run folder, config or vocabulary unreadable, weights that do not fit.
     """
+    from kdlab.lab.compare import refuse_comparison_folder
+
     run_dir = Path(path)
+    refuse_comparison_folder(run_dir, "predict", arm=arms[0] if arms else None)  # names its seed runs
     results = read_results(run_dir)  # validated: classes, input shape, arms (kdlab.records.ResultsRecord)
     config = read_config(run_dir)
     classes = [str(c) for c in results["data"]["classes"]]
@@ -192,7 +207,7 @@ MAX_INPUT_BYTES = 128 * 2**20
 """... and reads at most this much text from files and standard input (128 MiB)."""
 
 
-def expand_inputs(run: LoadedRun, items: Sequence[str]) -> list[str]:
+def expand_inputs(run: LoadedRun | OnnxModel, items: Sequence[str]) -> list[str]:
     """CLI inputs -> what :meth:`LoadedRun.predict` takes.
 
     Text runs: an argument naming an existing regular file stands for its non-empty lines (one
@@ -313,3 +328,97 @@ def print_predictions(preds: Sequence[Prediction], *, as_json: bool = False, wid
         shown = " ".join(p.input.split())
         shown = shown if len(shown) <= width else shown[: width - 1] + "…"
         sys.stdout.write(f"{p.label:<{pad}}  {p.probability:.3f}  {shown}\n")
+
+
+@dataclass
+class OnnxModel:
+    """An ONNX file written by ``kdlab export``, ready to classify raw inputs on its own.
+
+    Its ``metadata_props`` (``kdlab.classes``, ``kdlab.input_shape``, ``kdlab.preprocessing``,
+    ``kdlab.vocab`` for text) say how to prepare inputs: exactly as :meth:`LoadedRun.predict` does.
+    """
+
+    path: Path
+    arm: str
+    classes: list[str]
+    input_shape: tuple[int, ...]
+    vocab: Vocab | None
+    session: Any = field(repr=False)
+
+    @property
+    def is_text(self) -> bool:
+        return self.vocab is not None
+
+    def encode(self, inputs: Sequence[str]) -> Tensor:
+        if self.vocab is not None:
+            return self.vocab.encode(list(inputs))
+        return load_images([Path(p) for p in inputs], self.input_shape)
+
+    def predict(self, inputs: Sequence[str], *, arm: str | None = None) -> list[Prediction]:
+        """Classify texts or image files; ``arm`` is ignored (the file holds one arm, :attr:`arm`)."""
+        name = self.session.get_inputs()[0].name
+        out: list[Prediction] = []
+        for start in range(0, len(inputs), BATCH):
+            chunk = list(inputs[start : start + BATCH])
+            logits = self.session.run(None, {name: self.encode(chunk).numpy()})[0]
+            probs = softmax_probs(torch.from_numpy(np.asarray(logits, dtype=np.float32)))
+            for text, row in zip(chunk, probs.tolist(), strict=True):
+                best = int(np.argmax(row))
+                out.append(Prediction(text, self.classes[best], row[best], dict(zip(self.classes, row, strict=True))))
+        return out
+
+
+def load_onnx(path: str | Path) -> OnnxModel:
+    """Open an ONNX file written by ``kdlab export`` (onnxruntime, CPU) and read its kdlab metadata.
+
+    Raises:
+        KdlabError: onnxruntime missing, a file that is not ONNX, or metadata missing or malformed.
+    """
+    path = Path(path)
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise KdlabError("predicting with an ONNX file needs onnxruntime: pip install 'kdlab[onnx]'") from None
+    if not path.is_file():
+        raise DataError(f"{path}: no such ONNX file (export one with `kdlab export RUN_DIR`)")
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's own errors for a file that is not a model it can run
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise DataError(f"{path}: not a readable ONNX model ({type(e).__name__}: {first})") from None
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    hint = "re-export it with `kdlab export RUN_DIR`"
+    missing = [k for k in (META_CLASSES, META_INPUT_SHAPE, META_PREPROCESSING) if k not in meta]
+    if missing:
+        raise DataError(f"{path}: no {', '.join(missing)} metadata (not a kdlab export); {hint}")
+    try:
+        classes = json.loads(meta[META_CLASSES])
+        shape = json.loads(meta[META_INPUT_SHAPE])
+        pre = json.loads(meta[META_PREPROCESSING])
+    except ValueError as e:
+        raise DataError(f"{path}: kdlab metadata is not valid JSON ({e}); {hint}") from None
+    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)):
+        raise DataError(f"{path}: {META_CLASSES} must be a list of at least 2 class names; {hint}")
+    if not (
+        isinstance(shape, list)
+        and len(shape) in (1, 3)
+        and all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 1 << 20 for d in shape)
+    ):
+        raise DataError(f"{path}: {META_INPUT_SHAPE} must be [L] or [C, H, W] of positive sizes; {hint}")
+    kind = pre.get("kind") if isinstance(pre, dict) else None
+    vocab: Vocab | None = None
+    if kind == "text":
+        if META_VOCAB not in meta:
+            raise DataError(f"{path}: a text model without {META_VOCAB} metadata; {hint}")
+        try:
+            vocab = Vocab.from_json(json.loads(meta[META_VOCAB]), where=f"{path} {META_VOCAB}")
+        except ValueError as e:
+            raise DataError(f"{path}: {META_VOCAB} is not valid JSON ({e}); {hint}") from None
+        if [vocab.max_len] != shape:
+            raise DataError(f"{path}: {META_VOCAB} max_len {vocab.max_len} but {META_INPUT_SHAPE} {shape}; {hint}")
+    elif kind == "image":
+        if len(shape) != 3 or shape[0] not in (1, 3) or pre.get("divide_by") != IMAGE_SCALE:
+            raise DataError(f"{path}: {META_PREPROCESSING} is not an image preprocessing kdlab applies; {hint}")
+    else:
+        raise DataError(f"{path}: {META_PREPROCESSING} kind must be 'text' or 'image' (got {kind!r}); {hint}")
+    return OnnxModel(path, str(meta.get(META_ARM, "")), classes, tuple(shape), vocab, session)

@@ -82,8 +82,18 @@ def run(
 
 
 @app.command()
-def show(run_dir: Annotated[Path, typer.Argument(help="a run folder written by `kdlab run`")]) -> None:
-    """Re-print a finished run's comparison table."""
+def show(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder (`kdlab run`) or comparison folder (`kdlab compare`)")],
+) -> None:
+    """Re-print a run's results table, or a comparison's table across seeds."""
+    from kdlab.runs import has_results, is_comparison
+
+    if is_comparison(run_dir) and not has_results(run_dir):
+        from kdlab.report.compare_table import print_comparison
+        from kdlab.runs import read_comparison
+
+        print_comparison(read_comparison(run_dir), console, folder=run_dir)
+        return
     from kdlab.report.table import print_results
     from kdlab.runs import read_results
 
@@ -92,7 +102,7 @@ def show(run_dir: Annotated[Path, typer.Argument(help="a run folder written by `
 
 @app.command()
 def predict(
-    run_dir: Annotated[Path, typer.Argument(help="a run folder written by `kdlab run`")],
+    run_dir: Annotated[Path, typer.Argument(help="a run folder, or an .onnx file from `kdlab export`")],
     inputs: Annotated[
         list[str],
         typer.Argument(help="texts, text files (one text per line) or - for stdin; image files for image runs"),
@@ -100,9 +110,20 @@ def predict(
     arm: Annotated[str, typer.Option("--arm", help=ARM_HELP)] = "distilled",
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON list instead of lines")] = False,
 ) -> None:
-    """Classify new inputs with a finished run's model: class and probability per input."""
-    from kdlab.apps.predict import expand_inputs, load_run, print_predictions
+    """Classify new inputs with a finished run's model: class and probability per input.
 
+    RUN_DIR may also be an ONNX file written by `kdlab export` (a path ending in .onnx): it carries
+    its classes and preprocessing, so no run folder is needed (--arm is then the file's own).
+    """
+    from kdlab.apps.predict import expand_inputs, load_onnx, load_run, print_predictions
+
+    if run_dir.suffix.lower() == ".onnx":
+        onnx_model = load_onnx(run_dir)
+        print_predictions(onnx_model.predict(expand_inputs(onnx_model, inputs)), as_json=as_json)
+        return
+    from kdlab.lab.compare import refuse_comparison_folder
+
+    refuse_comparison_folder(run_dir, "predict", inputs, arm=arm, after=["--json"] if as_json else [])
     run = load_run(run_dir, arms=[arm])
     print_predictions(run.predict(expand_inputs(run, inputs), arm=arm), as_json=as_json)
 
@@ -118,11 +139,10 @@ def presets() -> None:
 
 @app.command()
 def models() -> None:
-    """List the registered model names."""
-    from kdlab.models import list_models
+    """List the registered models: name, parameters at the data's default shape, description."""
+    from kdlab.models.registry import print_models
 
-    for name in list_models():
-        console.print(name)
+    print_models(console)
 
 
 @app.command()
@@ -132,43 +152,66 @@ def compare(
         typer.Argument(help="preset name (`kdlab presets`) or experiment .yaml; default: digits"),
     ] = None,
     methods: Annotated[
-        str, typer.Option("--methods", "-m", help="comma-separated distill methods, e.g. kd,dkd or kd:temperature=8")
-    ] = "kd",
-    seeds: Annotated[int, typer.Option("--seeds", "-n", help="number of seeds: the config's seed and the next")] = 3,
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--methods",
+            "-m",
+            help="comma-separated distill methods, e.g. kd,dkd or kd:temperature=8 (default kd; "
+            "with --resume: the recorded ones, plus any new given here)",
+        ),
+    ] = None,
+    seeds: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            "--seeds",
+            "-n",
+            help="number of seeds: the config's seed and the next (default 3; with --resume: the recorded ones)",
+        ),
+    ] = None,
     set_: SetOption = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="parent folder of the comparison folder")] = None,
     resume: Annotated[
-        Path | None, typer.Option("--resume", help="continue this comparison folder; finished cells are skipped")
+        Path | None,
+        typer.Option(
+            "--resume", help="continue this comparison folder with its recorded settings; finished cells are skipped"
+        ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
 ) -> None:
     """Compare scratch and distilled students over several seeds, with 95% intervals and paired tests."""
     from kdlab.config import load_experiment
     from kdlab.errors import RunInterrupted
-    from kdlab.lab.compare import read_comparison, run_comparison
+    from kdlab.lab.compare import read_comparison, resume_comparison, run_comparison
     from kdlab.lab.recovery import SIGNAL_EXIT, StopOnSignal
     from kdlab.report.compare_table import print_comparison
+    from kdlab.runs import is_comparison
     from kdlab.train.progress import RichProgress
 
-    cfg = load_experiment(experiment, set_ or [])
+    if resume is None and out is not None and is_comparison(out):
+        resume = out  # --out naming a comparison folder resumes it, as the API does
+    # Resuming with no experiment and no --set: the experiment, seeds and methods recorded in the folder.
+    cfg = None if resume is not None and experiment is None and not set_ else load_experiment(experiment, set_ or [])
     progress = None if quiet else (lambda arm: RichProgress(arm, err_console))
     log = None if quiet else lambda m: err_console.print(m, markup=False)
     with StopOnSignal() as stop:
         try:
-            comp_dir = run_comparison(
-                cfg, methods, seeds, out=out, resume=resume, progress=progress, log=log, stop=stop
-            )
+            if cfg is None:
+                assert resume is not None
+                comp_dir = resume_comparison(
+                    resume, methods=methods, seeds=seeds, progress=progress, log=log, stop=stop
+                )
+            else:
+                comp_dir = run_comparison(
+                    cfg, methods, seeds, out=out, resume=resume, progress=progress, log=log, stop=stop
+                )
         except RunInterrupted as e:
             folder = Path(str(e.run_dir)).parent if e.run_dir is not None else resume
-            again = [
-                "kdlab",
-                "compare",
-                *([experiment] if experiment else []),
-                *(a for v in set_ or [] for a in ("--set", v)),
-            ]
-            err_console.print(
-                f"interrupted; resume with: {shlex.join([*again, '--resume', str(folder)])}", markup=False
-            )
+            if folder is None:
+                err_console.print("interrupted before the comparison folder was written; nothing to resume")
+            else:  # the folder records the experiment, seeds and methods: this resumes all of them
+                err_console.print(
+                    f"interrupted; resume with: kdlab compare --resume {shlex.quote(str(folder))}", markup=False
+                )
             raise typer.Exit(SIGNAL_EXIT.get(stop.signum or signal.SIGINT, 130)) from None
     print_comparison(read_comparison(comp_dir), console)
     _write_report_safely(comp_dir)
@@ -198,6 +241,9 @@ def export(
 
     if format_ not in FORMATS:
         raise ConfigError(f"--format: unknown export format '{format_}' (known: {', '.join(FORMATS)})")
+    from kdlab.lab.compare import refuse_comparison_folder
+
+    refuse_comparison_folder(run_dir, "export", arm=arm, after=["--out", str(out)] if out is not None else [])
     result = export_onnx(run_dir, arm=arm, out=out)
     diff = f"max |onnx - torch| = {result.max_abs_diff:.2e} <= {PARITY_ATOL:g}"
     console.print(f"exported {result.arm}: {result.path} ({diff})")

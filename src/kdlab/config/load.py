@@ -12,13 +12,14 @@ memory), and a value echoed in an error message is cut to :data:`SHOWN_CHARS` ch
 from __future__ import annotations
 
 import copy
+import difflib
 import reprlib
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from kdlab.config.schema import ExperimentConfig
 from kdlab.errors import ConfigError
@@ -70,7 +71,8 @@ def format_validation_error(e: ValidationError) -> str:
     err = e.errors()[0]
     loc = ".".join(shorten(p, 40) if isinstance(p, str) else str(p) for p in err["loc"]) or "config"
     if err["type"] == "extra_forbidden":
-        return f"{loc}: unknown key ({_known_keys(err['loc'][:-1])})"
+        parent = tuple(str(p) for p in err["loc"][:-1])
+        return f"{loc}: unknown key ({_known_keys(parent)}){key_hint(parent, str(err['loc'][-1]))}"
     msg = shorten(err["msg"].removeprefix("Value error, "), 200)
     got = err.get("input")
     shown = "" if isinstance(got, dict) else f" (got {show_value(got)})"
@@ -100,11 +102,57 @@ def _show_path(path: str | Path) -> str:
     return text if len(text) <= SHOWN_PATH_CHARS else "…" + text[-(SHOWN_PATH_CHARS - 1) :]
 
 
-def _known_keys(parent: tuple[Any, ...]) -> str:
+def _section_model(parent: tuple[str, ...]) -> Any:
     model: Any = ExperimentConfig
     for part in parent:
-        model = model.model_fields[str(part)].annotation
-    return "known keys: " + ", ".join(model.model_fields)
+        model = model.model_fields[part].annotation
+    return model
+
+
+def _known_keys(parent: tuple[str, ...]) -> str:
+    return "known keys: " + ", ".join(_section_model(parent).model_fields)
+
+
+def config_keys() -> list[str]:
+    """Every key of the config as a dotted path (``seed``, ``distill.alpha``, ``train.augment.hflip``)."""
+    out: list[str] = []
+
+    def walk(model: Any, prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            out.append(prefix + name)
+            sub = field.annotation
+            if isinstance(sub, type) and issubclass(sub, BaseModel):
+                walk(sub, f"{prefix}{name}.")
+
+    walk(ExperimentConfig, "")
+    return out
+
+
+def key_hint(parent: tuple[str, ...], key: str) -> str:
+    """``; did you mean …?`` for an unknown ``key`` under ``parent``: the closest keys of that section,
+    or where a key of that name lives in another section (``train.epochs`` -> ``teacher.epochs,
+    student.epochs``); empty when nothing is close."""
+    key = key[:SHOWN_CHARS]
+    prefix = "".join(f"{p}." for p in parent)
+    elsewhere = [k for k in config_keys() if k.rsplit(".", 1)[-1] == key and k != prefix + key]
+    if elsewhere:
+        return f"; {key} is a key of {_sections(elsewhere)}: did you mean {', '.join(elsewhere)}?"
+    close = [prefix + k for k in difflib.get_close_matches(key, list(_section_model(parent).model_fields), n=3)]
+    if not close:  # a typo of a key of another section: `train.temprature` -> distill.temperature
+        others = {k.rsplit(".", 1)[-1]: k for k in config_keys() if "." in k}
+        close = [others[k] for k in difflib.get_close_matches(key, list(others), n=2, cutoff=0.8)]
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+def _sections(keys: list[str]) -> str:
+    names = [k.rsplit(".", 1)[0] if "." in k else "the top level" for k in keys]
+    return " and ".join(names) if len(names) <= 2 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def preset_hint(name: str) -> str:
+    """``did you mean 'digits'? `` for a mistyped preset name, or an empty string."""
+    close = difflib.get_close_matches(name[:SHOWN_CHARS], list(list_presets()), n=3)
+    return f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,7 +286,8 @@ def _read_target(target: str | Path) -> tuple[dict[str, Any], str]:
     if text in list_presets():  # a preset by its name only: never a path built from the argument
         return _read_yaml_file(PRESETS_DIR / f"{text}.yaml"), f"preset {text}"
     raise ConfigError(
-        f"'{shorten(text, 60)}' is neither a preset nor a YAML file: presets are {', '.join(list_presets())}"
+        f"'{shorten(text, 60)}' is neither a preset nor a YAML file: {preset_hint(text)}"
+        f"presets are {', '.join(list_presets())}"
         " (`kdlab presets`), or give the path of an experiment .yaml"
     )
 
@@ -293,7 +342,8 @@ def _read_yaml_file(path: Path, depth: int = 0) -> dict[str, Any]:
         if base not in presets:
             hint = " (base takes a preset name, not a path)" if "/" in base or base.endswith((".yaml", ".yml")) else ""
             raise ConfigError(
-                f"{shown}: base: unknown preset '{shorten(base, 60)}'{hint} (known: {', '.join(presets)})"
+                f"{shown}: base: unknown preset '{shorten(base, 60)}'{hint}"
+                f" ({preset_hint(base)}known: {', '.join(presets)})"
             )
         raw = _deep_merge(_read_yaml_file(PRESETS_DIR / f"{base}.yaml", depth + 1), raw)
     return raw

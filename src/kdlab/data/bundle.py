@@ -12,7 +12,7 @@ import torch
 from kdlab.config.schema import DataConfig
 from kdlab.data.splits import stratified_split
 from kdlab.data.tensors import Split
-from kdlab.errors import DataError
+from kdlab.errors import ConfigError, DataError
 from kdlab.registry import Registry
 
 
@@ -60,8 +60,44 @@ DatasetLoader = Callable[[DataConfig, int], DataBundle]
 DATASETS: Registry[DatasetLoader] = Registry("dataset")
 
 
+# The ``data.*`` keys each built-in dataset reads, besides those every dataset reads (COMMON_KEYS).
+# A dataset registered without an entry here is not checked.
+COMMON_KEYS = frozenset({"name", "val_fraction", "train_limit", "max_memory_gb"})
+DATASET_KEYS: dict[str, frozenset[str]] = {
+    "digits": frozenset({"test_fraction"}),
+    "fashion-mnist": frozenset({"path"}),  # its own 10,000-image test split: no test_fraction
+    "image-folder": frozenset({"path", "image_size", "cache_dir", "test_fraction"}),
+    "text-csv": frozenset({"path", "text_column", "label_column", "vocab_size", "max_len", "test_fraction"}),
+    "aclimdb": frozenset({"path", "vocab_size", "max_len"}),  # its own 25,000-review test split
+}
+
+
+def check_keys(cfg: DataConfig) -> None:
+    """Refuse a ``data.*`` key that was set (in a preset, a YAML file or ``--set``) to a value other
+    than its default and that the dataset ``cfg.name`` does not read: it would be silently ignored
+    (``kdlab run digits --set data.path=reviews.csv`` would train on digits)."""
+    reads = DATASET_KEYS.get(cfg.name)
+    if reads is None:
+        return
+    for key in DataConfig.model_fields:  # in the schema's order, so the first one named is stable
+        if key in COMMON_KEYS or key in reads or key not in cfg.model_fields_set:
+            continue
+        if getattr(cfg, key) == DataConfig.model_fields[key].get_default(call_default_factory=True):
+            continue
+        users = [name for name, keys in DATASET_KEYS.items() if key in keys]
+        if key == "test_fraction":
+            why, fix = " (it has its own test split)", "remove it; the test split is the dataset's"
+        else:
+            why = " (it is built in)" if key == "path" and cfg.name == "digits" else ""
+            fix = f"it is read by {', '.join(users)}: set data.name to one of them, or remove it"
+        if key == "path":
+            fix += " (data.name=text-csv for a .csv/.tsv/.jsonl file, image-folder for a folder of images)"
+        raise ConfigError(f"data.{key}: the {cfg.name} dataset does not read it{why}; {fix}")
+
+
 def build_data(cfg: DataConfig, seed: int) -> DataBundle:
-    """Load the dataset named ``cfg.name`` and split it with ``seed``."""
+    """Load the dataset named ``cfg.name`` and split it with ``seed`` (a new run first calls
+    :func:`check_keys`; a recorded run's config is loaded as it was written)."""
     bundle = DATASETS.get(cfg.name)(cfg, seed)
     if len(bundle.test) == 0:  # before any run folder exists (lab.check_inputs calls this first)
         raise DataError(

@@ -37,6 +37,7 @@ warm-up; it works for every method). :meth:`Objective.settings` reports every se
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -330,7 +331,11 @@ class Objective:
         known = method_options()
         unknown = sorted(set(options) - known)
         if unknown:
-            raise ConfigError(f"unknown distillation option {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            close = [c for u in unknown for c in difflib.get_close_matches(u, sorted(known), n=1)]
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise ConfigError(
+                f"unknown distillation option {', '.join(unknown)}; {hint}known: {', '.join(sorted(known))}"
+            )
         spec = METHODS.get(method)
         validated = spec.validate(method, options)
         return cls(

@@ -123,10 +123,14 @@ def resolve_seeds(seeds: int | Sequence[int], first: int = 0) -> list[int]:
     return out
 
 
+DEFAULT_METHODS = "kd"
+DEFAULT_SEEDS = 3
+
+
 def run_comparison(
     cfg: ExperimentConfig,
-    methods: str | Sequence[str],
-    seeds: int | Sequence[int],
+    methods: str | Sequence[str] | None = None,
+    seeds: int | Sequence[int] | None = None,
     *,
     out: Path | None = None,
     resume: Path | None = None,
@@ -139,13 +143,16 @@ def run_comparison(
 
     Args:
         cfg: the experiment; its ``seed`` is the first seed when ``seeds`` is a count.
-        methods: ``"kd,dkd"`` or a list of method specs (see :func:`parse_methods`).
-        seeds: how many seeds, or the seeds themselves.
+        methods: ``"kd,dkd"`` or a list of method specs (see :func:`parse_methods`); default
+            ``kd`` for a new comparison, the recorded methods only when resuming.
+        seeds: how many seeds, or the seeds themselves; default 3 for a new comparison, the
+            recorded seeds only when resuming.
         out: parent folder of the new comparison folder (default ``cfg.out``); when ``out`` is
             itself a comparison folder it is resumed.
-        resume: a comparison folder to continue: finished (method, seed) cells are skipped, the
-            unfinished ones of the methods and seeds it was started with are trained, and
-            ``methods``/``seeds`` not in it yet are added. Its config must equal ``cfg``.
+        resume: a comparison folder to continue (see also :func:`resume_comparison`): finished
+            (method, seed) cells are skipped, the unfinished ones of the methods and seeds it was
+            started with are trained, and ``methods``/``seeds`` not in it yet are added (and
+            logged). Its config must equal ``cfg``.
         teacher_checkpoint: load the teacher of every seed from this file instead of training it.
         progress, log, stop: as for :func:`kdlab.lab.run.run_lab` (an interrupted cell continues from
             its last complete epoch on resume).
@@ -153,12 +160,15 @@ def run_comparison(
     say = log or (lambda _msg: None)
     if teacher_checkpoint is not None:
         cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"checkpoint": teacher_checkpoint})})
-    specs = parse_methods(methods, cfg.distill)
-    for note in (n for s in specs for n in s.notes):
-        say(f"note: {note}")
-    seed_list = resolve_seeds(seeds, cfg.seed)
     if resume is None and out is not None and is_comparison(Path(out)):
         resume = Path(out)
+    if resume is None:  # resuming, what is not given is what the folder recorded (nothing is added)
+        methods = DEFAULT_METHODS if methods is None else methods
+        seeds = DEFAULT_SEEDS if seeds is None else seeds
+    specs = [] if methods is None else parse_methods(methods, cfg.distill)
+    for note in (n for s in specs for n in s.notes):
+        say(f"note: {note}")
+    seed_list = [] if seeds is None else resolve_seeds(seeds, cfg.seed)
     if resume is not None:
         comp_dir = Path(resume)
         _check_resumable(comp_dir, cfg)
@@ -174,9 +184,12 @@ def run_comparison(
         _check_seed_folders(comp_dir, previous["seeds"])
     # A resumed comparison finishes every arm and seed it was started with, plus the new ones.
     stored = [MethodSpec(a, DistillConfig.model_validate(m)) for a, m in previous.get("methods", {}).items()]
-    specs = [*(s for s in stored if s.arm not in {n.arm for n in specs}), *specs]
+    given = {s.arm: s for s in specs}  # in the order the comparison was started with, then the new ones
+    specs = [*(given.pop(s.arm, s) for s in stored), *given.values()]
     arms = {s.arm: s.distill.model_dump(mode="json") for s in specs}
     all_seeds = list(dict.fromkeys([*previous.get("seeds", []), *seed_list]))
+    if resume is not None:
+        _say_additions(say, comp_dir, previous, list(arms), all_seeds)
     write_comparison(comp_dir, cfg, arms, all_seeds, status="running")
 
     for seed in all_seeds:
@@ -197,6 +210,40 @@ def run_comparison(
         write_comparison(comp_dir, cfg, arms, all_seeds, status="running")
     write_comparison(comp_dir, cfg, arms, all_seeds, status="complete")
     return comp_dir
+
+
+def resume_comparison(
+    comp_dir: Path,
+    *,
+    methods: str | Sequence[str] | None = None,
+    seeds: int | Sequence[int] | None = None,
+    progress: ProgressFactory | None = None,
+    log: Callable[[str], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> Path:
+    """Continue a comparison folder with the settings it was started with, read from the folder:
+    the experiment (``config.resolved.yaml``: preset or file, every ``--set``, the teacher
+    checkpoint), the seeds and the methods (``comparison.json``). ``methods``/``seeds`` add
+    methods or seeds not in it yet (a count ``n`` means the first recorded seed and the next
+    ``n − 1``); the recorded ones are always finished. Other arguments as for :func:`run_comparison`.
+    """
+    comp_dir = Path(comp_dir)
+    if not is_comparison(comp_dir):
+        raise KdlabError(f"--resume {comp_dir}: not a comparison folder (no {COMPARISON_FILE}); give one to resume")
+    cfg = read_config(comp_dir, hint=COMPARISON_DAMAGED)
+    return run_comparison(cfg, methods, seeds, resume=comp_dir, progress=progress, log=log, stop=stop)
+
+
+def _say_additions(
+    say: Callable[[str], None], comp_dir: Path, previous: dict[str, Any], arms: list[str], seeds: list[int]
+) -> None:
+    """Log the methods and seeds a resume adds to what the folder recorded (they are trained too)."""
+    new_arms = [a for a in arms if a not in previous.get("methods", {})]
+    new_seeds = [s for s in seeds if s not in previous.get("seeds", [])]
+    if new_arms:
+        say(f"adding method(s) {', '.join(new_arms)} to {comp_dir}")
+    if new_seeds:
+        say(f"adding seed(s) {', '.join(map(str, new_seeds))} to {comp_dir}")
 
 
 def _known() -> str:
@@ -281,3 +328,33 @@ def read_comparison(comp_dir: Path) -> dict[str, Any]:
     """Read a comparison folder's ``comparison.json`` (one-line errors for a wrong path):
     :func:`kdlab.runs.read_comparison`."""
     return _read_comparison(Path(comp_dir))
+
+
+def refuse_comparison_folder(
+    folder: Path, command: str, args: Sequence[str] = (), *, arm: str | None = None, after: Sequence[str] = ()
+) -> None:
+    """Raise a one-line :class:`KdlabError` when ``folder`` is a comparison folder, which holds one
+    run per seed (``seed-<s>/``) and no model of its own: the line names the seed folders and the
+    exact ``kdlab COMMAND SEED_FOLDER ARGS… --arm ARM`` to run instead. ``arm`` is kept when the
+    comparison has it, else the first compared method is suggested. Any other folder passes."""
+    import shlex
+
+    folder = Path(folder)
+    if not is_comparison(folder) or has_results(folder):
+        return
+    try:
+        comp = _read_comparison(folder)
+        seeds, methods = [int(s) for s in comp.get("seeds", [])], list(comp.get("methods", {}))
+    except KdlabError:
+        seeds, methods = [], []
+    done = [seed_dir(folder, s) for s in seeds if has_results(seed_dir(folder, s))]
+    if not done:  # a damaged comparison.json: the seed folders there are
+        done = sorted(p for p in folder.glob(f"{seed_dir(folder, 0).name[:-1]}*") if has_results(p))
+    names = ", ".join(p.name for p in done) or "none finished yet"
+    arms = [*BASE_ARMS, *methods]
+    suggest = arm if arm is not None and arm in arms else (methods[0] if methods else "scratch")
+    example = done[0] if done else seed_dir(folder, seeds[0] if seeds else 0)
+    inputs = shlex.join(args) if args else ("INPUT…" if command == "predict" else "")
+    cmd = " ".join(w for w in ("kdlab", command, shlex.quote(str(example)), inputs) if w)
+    cmd = " ".join([cmd, shlex.join(["--arm", suggest, *after])])
+    raise KdlabError(f"{folder} is a comparison folder (seed runs: {names}): {command} with a seed's run, e.g. {cmd}")

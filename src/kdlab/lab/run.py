@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from kdlab.config.schema import DistillConfig, ExperimentConfig
-from kdlab.data.bundle import DataBundle, build_data
+from kdlab.data.bundle import DataBundle, build_data, check_keys
 from kdlab.data.tensors import Loader, Split, TensorLoader, as_loader, prepare_inputs
 from kdlab.data.text import save_vocab
 from kdlab.errors import RunInterrupted, TrainingError
@@ -126,7 +126,7 @@ def _run_lab(
         log = progress = None
         run_dir = None
     device = rt.device
-    data = check_inputs(cfg, arms)
+    data = check_inputs(cfg, arms, new_run=resume is None)
     if resume is None:
         run_dir = (
             Path(run_dir)
@@ -181,13 +181,18 @@ def _storage_error(e: OSError, run_dir: Path, *, resumable: bool) -> Exception:
     return StorageError(f"{e}; then resume with: {resume_command(run_dir)}") if resumable else e
 
 
-def check_inputs(cfg: ExperimentConfig, arms: Mapping[str, DistillConfig] | None = None) -> DataBundle:
+def check_inputs(
+    cfg: ExperimentConfig, arms: Mapping[str, DistillConfig] | None = None, *, new_run: bool = True
+) -> DataBundle:
     """Load the data and check model names, teacher checkpoint and the distill settings of every
-    distilled arm (default: ``cfg.distill``) against it; returns the data.
+    distilled arm (default: ``cfg.distill``) against it; returns the data. A new run also refuses
+    ``data.*`` keys its dataset would ignore (a resumed run keeps the config it started with).
 
     Everything a user can get wrong is checked before a run folder exists, so a bad input leaves
     nothing behind.
     """
+    if new_run:
+        check_keys(cfg.data)
     data = build_data(cfg.data, cfg.seed)
     for model_name in (cfg.teacher.model, cfg.student.model):
         create_model(

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from kdlab.models.registry import MODELS
+from kdlab.models.registry import register_model
 
 
 def _text_shape(input_shape: Sequence[int], vocab_size: int | None) -> tuple[int, int]:
@@ -103,7 +103,9 @@ class BagOfEmbeddings(nn.Module):
         return self.head(self.embedding(ids))
 
 
-@MODELS.register("lab-rnn-teacher")
+@register_model(
+    "lab-rnn-teacher", kind="text", description="the IMDB lab's teacher: Embedding(128)-BiLSTM(64)-BiGRU(128)"
+)
 def lab_rnn_teacher(*, num_classes: int, input_shape: Sequence[int], vocab_size: int | None = None) -> nn.Module:
     """The IMDB lab's teacher: Embedding(vocab, 128)-BiLSTM(64)-BiGRU(128)-Dense. 2,857,986 parameters
     at vocabulary 20,000, 2 classes (Keras: 2,857,474)."""
@@ -111,7 +113,9 @@ def lab_rnn_teacher(*, num_classes: int, input_shape: Sequence[int], vocab_size:
     return LabRNN(vocab, num_classes, emb=128, lstm=64, gru=128)
 
 
-@MODELS.register("lab-rnn-student")
+@register_model(
+    "lab-rnn-student", kind="text", description="the IMDB lab's student: Embedding(64)-BiLSTM(32)-BiGRU(32)"
+)
 def lab_rnn_student(*, num_classes: int, input_shape: Sequence[int], vocab_size: int | None = None) -> nn.Module:
     """The IMDB lab's student: Embedding(vocab, 64)-BiLSTM(32)-BiGRU(32)-Dense. 1,324,034 parameters
     at vocabulary 20,000, 2 classes (Keras: 1,323,778)."""
@@ -119,21 +123,25 @@ def lab_rnn_student(*, num_classes: int, input_shape: Sequence[int], vocab_size:
     return LabRNN(vocab, num_classes, emb=64, lstm=32, gru=32)
 
 
-@MODELS.register("text-cnn-teacher")
+@register_model(
+    "text-cnn-teacher", kind="text", description="quick text teacher: Embedding(64)-Conv1d(128, k=5)-max-pool"
+)
 def text_cnn_teacher(*, num_classes: int, input_shape: Sequence[int], vocab_size: int | None = None) -> nn.Module:
     """Quick text teacher: Embedding(vocab, 64)-Conv1d(128, k=5)-max-pool-Dropout(0.5)-Dense."""
     _, vocab = _text_shape(input_shape, vocab_size)
     return TextCNN(vocab, num_classes, emb=64, width=128, kernel=5, dropout=0.5)
 
 
-@MODELS.register("bag-teacher")
+@register_model(
+    "bag-teacher", kind="text", description="bag of embeddings: mean Embedding(64)-Dense(64)-Dense(classes)"
+)
 def bag_teacher(*, num_classes: int, input_shape: Sequence[int], vocab_size: int | None = None) -> nn.Module:
     """Bag of embeddings, larger: mean Embedding(vocab, 64)-Dense(64, ReLU)-Dense(classes)."""
     _, vocab = _text_shape(input_shape, vocab_size)
     return BagOfEmbeddings(vocab, num_classes, emb=64, hidden=64)
 
 
-@MODELS.register("bag-student")
+@register_model("bag-student", kind="text", description="smallest bag of embeddings: mean Embedding(16)-Dense(classes)")
 def bag_student(*, num_classes: int, input_shape: Sequence[int], vocab_size: int | None = None) -> nn.Module:
     """Bag of embeddings, smallest: mean Embedding(vocab, 16)-Dense(classes)."""
     _, vocab = _text_shape(input_shape, vocab_size)

@@ -14,7 +14,7 @@ from math import prod
 
 from torch import Tensor, nn
 
-from kdlab.models.registry import MODELS
+from kdlab.models.registry import register_model
 
 
 def _image_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
@@ -81,7 +81,9 @@ class LabCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-@MODELS.register("lab-cnn-teacher")
+@register_model(
+    "lab-cnn-teacher", kind="image", description="the lab's teacher: 4 conv + pool stages, Dense(512), dropout"
+)
 def lab_cnn_teacher(*, num_classes: int, input_shape: Sequence[int], **_: object) -> nn.Module:
     """The lab's teacher: 4× (Conv3×3-ReLU-MaxPool2), Dropout 0.2 after stage 2 and 0.5 after stage 4,
     Dense(512, ReLU), Dense(classes). 9,568,898 parameters at 224×224×3, 2 classes."""
@@ -92,7 +94,9 @@ def lab_cnn_teacher(*, num_classes: int, input_shape: Sequence[int], **_: object
     )
 
 
-@MODELS.register("lab-cnn-student")
+@register_model(
+    "lab-cnn-student", kind="image", description="the lab's student: one Conv(32) + pool, then Dense(classes)"
+)
 def lab_cnn_student(*, num_classes: int, input_shape: Sequence[int], **_: object) -> nn.Module:
     """The lab's student: Conv3×3(32)-ReLU-MaxPool2-Flatten-Dense(classes), valid padding.
     789,442 parameters at 224×224×3, 2 classes."""
@@ -117,13 +121,13 @@ class MLP(nn.Module):
         return self.net(x.float())
 
 
-@MODELS.register("mlp-teacher")
+@register_model("mlp-teacher", kind="image", description="quick teacher: Flatten-Dense(256)-Dense(256), dropout 0.2")
 def mlp_teacher(*, num_classes: int, input_shape: Sequence[int], **_: object) -> nn.Module:
     """Quick teacher: Flatten-Dense(256)-Dense(256) with ReLU and dropout 0.2."""
     return MLP(prod(input_shape), (256, 256), num_classes, dropout=0.2)
 
 
-@MODELS.register("mlp-student")
+@register_model("mlp-student", kind="image", description="quick student: Flatten-Dense(16)-Dense(classes)")
 def mlp_student(*, num_classes: int, input_shape: Sequence[int], **_: object) -> nn.Module:
     """Quick student: Flatten-Dense(16, ReLU)-Dense(classes)."""
     return MLP(prod(input_shape), (16,), num_classes)

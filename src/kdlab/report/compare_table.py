@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from kdlab.report.render import interval, p_value, pct, points
+from kdlab.report.table import fit_width
 
 
 def comparison_table(comp: dict[str, Any]) -> Table:
@@ -40,11 +43,24 @@ def comparison_table(comp: dict[str, Any]) -> Table:
     return table
 
 
-def print_comparison(comp: dict[str, Any], console: Console | None = None) -> None:
+def print_comparison(comp: dict[str, Any], console: Console | None = None, *, folder: Path | None = None) -> None:
+    """Print the table, the status when not complete, the notes and, given the comparison's
+    ``folder``, its seed runs (each one a run folder for ``kdlab show`` / ``predict`` / ``export``)."""
     console = console or Console()
-    console.print(comparison_table(comp))
+    table = comparison_table(comp)
+    fit_width(table, console.width)  # an 80-column terminal: no vertical borders, then tighter columns
+    console.print(table)
     if comp.get("status") != "complete":
-        console.print(f"[yellow]comparison status: {comp.get('status')}[/yellow]")
+        resume = f"; resume with: kdlab compare --resume {shlex.quote(str(folder))}" if folder is not None else ""
+        console.print(f"comparison status: {comp.get('status')}{resume}", style="yellow", markup=False)
+    if folder is not None and (seed_folders := comp.get("seed_folders") or {}):
+        names = ", ".join(str(n) for n in seed_folders.values())
+        example = Path(folder) / str(next(iter(seed_folders.values())))
+        console.print(
+            f"seed runs in {folder}: {names} (one seed: kdlab show {shlex.quote(str(example))})",
+            markup=False,
+            highlight=False,
+        )
     notes = {s.get("note") for s in comp.get("arms", {}).values() if s.get("note")}
     for note in sorted(notes):
         console.print(f"[dim]{note}[/dim]")
