@@ -1,5 +1,22 @@
-"""``python -m kdlab`` (and ``torchrun -m kdlab``) -> the kdlab CLI."""
+"""``python -m kdlab`` (and ``torchrun -m kdlab``) -> the kdlab CLI; also the ``kdlab`` console script.
 
-from kdlab.cli import main
+:func:`main` imports the CLI itself, so a Ctrl-C while the imports are still running (the first
+second or two) ends with ``aborted`` and exit status 130, like a Ctrl-C later on, not a traceback.
+This module imports nothing heavy at its top.
+"""
 
-main()
+import sys
+
+
+def main() -> None:
+    """Console-script entry point: the CLI's :func:`kdlab.cli.main`, with Ctrl-C during its imports handled."""
+    try:
+        from kdlab.cli import main as cli_main
+    except KeyboardInterrupt:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()

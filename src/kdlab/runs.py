@@ -45,6 +45,7 @@ REPORT_FILE = "report.html"
 PLOTS_DIR = "plots"
 ACCURACY_PLOT = f"{PLOTS_DIR}/accuracy.png"
 CHECKPOINTS_DIR = "checkpoints"
+TENSORBOARD_DIR = "tensorboard"
 
 ARMS = ("teacher", "scratch", "distilled")
 """The three arms of a lab run, in the order they are trained."""

@@ -63,6 +63,10 @@ def test_report_renders_in_headless_chromium(report: Path) -> None:
                     [tr.dataset.arm,
                      Object.fromEntries([...tr.cells].map(td => [td.className, td.textContent.trim()]))]))"""
             )
+            settings = page.evaluate(
+                """() => Object.fromEntries([...document.querySelectorAll('#arm-settings tbody tr')].map(tr =>
+                    [tr.dataset.arm, tr.querySelector('.settings').textContent.trim()]))"""
+            )
             # the page reads without sideways scrolling in a 1300-px window
             overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
             images = page.evaluate("() => [...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
@@ -90,6 +94,12 @@ def test_report_renders_in_headless_chromium(report: Path) -> None:
     assert cost["kd"]["agree"] == f"{100 * comp['arms']['kd']['metrics']['teacher_agreement']['mean']:.2f}"
     assert cost["teacher"]["agree"] == "—"  # the teacher is not compared with itself
     assert len(images) == 4 and all(ok and w > 0 and h > 0 for ok, w, h in images)
+    # each distilled arm's own settings (not only the base config's distill:), read as the reader sees them
+    assert list(settings) == list(comp["methods"]) == ["kd"]
+    kd = comp["methods"]["kd"]
+    assert settings["kd"].startswith(f"method=kd · alpha={kd['alpha']} · temperature={kd['temperature']}")
+    # the curves are one panel per arm (several seeds), at least as wide as the page's tables read
+    assert images[0][1] >= 1000
 
 
 def test_render_escapes_every_string_whatever_the_template_name(tmp_path: Path) -> None:

@@ -211,6 +211,11 @@ class TrainConfig(Section):
         description="auto = on CPU runs, glibc keeps freed memory for the next step instead of page-faulting it "
         "back in (up to 2x faster on large images); system = leave the C allocator alone",
     )
+    log: list[Literal["tensorboard"]] = Field(
+        default_factory=list,
+        description="where per-epoch metrics also go: [tensorboard] = event files in RUN_DIR/tensorboard/<arm>/ "
+        "(needs pip install kdlab[tensorboard])",
+    )
 
 
 class ExperimentConfig(Section):

@@ -59,5 +59,6 @@ def _finish_complete(run_dir: Path, results: dict[str, Any]) -> bool:
         return False
     if not (run_dir / ACCURACY_PLOT).is_file():
         with RunLock(run_dir):
-            plot_accuracy(run_dir, read_history_rows(run_dir, set(arms)))
+            selected = {a: r.get("selected_epoch") for a, r in arms.items()}
+            plot_accuracy(run_dir, read_history_rows(run_dir, set(arms)), selected)
     return True

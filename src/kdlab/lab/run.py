@@ -33,7 +33,7 @@ from kdlab.config.schema import DistillConfig, ExperimentConfig
 from kdlab.data.bundle import DataBundle, build_data, check_keys
 from kdlab.data.tensors import Loader, Split, TensorLoader, as_loader, prepare_inputs
 from kdlab.data.text import save_vocab
-from kdlab.errors import RunInterrupted, TrainingError
+from kdlab.errors import ConfigError, RunInterrupted, TrainingError
 from kdlab.io import load_weights, save_weights
 from kdlab.kd import losses
 from kdlab.lab.recovery import (
@@ -51,6 +51,7 @@ from kdlab.runs import (  # noqa: F401 - the run folder's names, kept importable
     ARMS,
     CHECKPOINTS_DIR,
     PROJECTORS_FILE,
+    TENSORBOARD_DIR,
     WEIGHT_FILES,
     _WeightFiles,
     create_run_dir,
@@ -193,6 +194,8 @@ def check_inputs(
     """
     if new_run:
         check_keys(cfg.data)
+    if "tensorboard" in cfg.train.log:  # a missing package is refused before a run folder exists
+        _tensorboard_writer(None)
     data = build_data(cfg.data, cfg.seed)
     for model_name in (cfg.teacher.model, cfg.student.model):
         create_model(
@@ -384,7 +387,7 @@ class LabSession:
             }
         from kdlab.report.figures import plot_accuracy
 
-        plot_accuracy(self.run_dir, self.history_rows)
+        plot_accuracy(self.run_dir, self.history_rows, {a: r.get("selected_epoch") for a, r in arms.items()})
         results["status"] = "complete"
         self.write_results()
         clear_failed_marker(self.run_dir)
@@ -413,11 +416,21 @@ class LabSession:
         state = ckpt.load(model, optimizer) if self.resuming and ckpt.exists() else FitState()
         if state.epoch:
             self.say(f"{arm}: resuming after epoch {state.epoch} of {epochs}")
+        writer = _tensorboard_writer(self.run_dir / TENSORBOARD_DIR / arm) if "tensorboard" in cfg.train.log else None
+
+        def on_epoch_end(epoch: int, row: dict[str, Any]) -> None:
+            ckpt.save(model, optimizer, state)
+            if writer is not None:
+                for key, value in row.items():
+                    if key != "epoch" and isinstance(value, int | float):
+                        writer.add_scalar(key, value, epoch)
+                writer.flush()
+
         kwargs: dict[str, Any] = dict(
             epochs=epochs,
             optimizer=optimizer,
             state=state,
-            on_epoch_end=lambda _epoch, _row: ckpt.save(model, optimizer, state),
+            on_epoch_end=on_epoch_end,
             nonfinite=cfg.train.nonfinite,
             grad_clip=cfg.train.grad_clip,
             should_stop=self.stop,
@@ -425,6 +438,7 @@ class LabSession:
             device=rt.device,
             select=cfg.train.select,
             progress=self.progress(arm) if self.progress else None,
+            verbose=0,  # the lab reports through its own progress (or stays quiet with -q)
             **rt.fit_options(),
         )
         loader = rt.train_loader(self.splits["train"], seed)
@@ -445,6 +459,9 @@ class LabSession:
         except TrainingError as e:
             kept = f"checkpoint of epoch {state.epoch} kept" if state.epoch else "no checkpoint yet"
             raise TrainingError(f"{arm} arm: {e}; {kept}") from None
+        finally:
+            if writer is not None:
+                writer.close()
 
     def record(
         self,
@@ -522,3 +539,15 @@ def _check_distill(cfg: ExperimentConfig, data: DataBundle) -> None:
             create_model(cfg.student.model, **shape),
             prepare_inputs(data.train.x[:2]),
         )
+
+
+def _tensorboard_writer(log_dir: Path | None) -> Any:
+    """A TensorBoard ``SummaryWriter`` writing event files in ``log_dir`` (``train.log: [tensorboard]``);
+    with ``log_dir=None`` only checks that the package is there."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError(
+            "train.log: tensorboard logging needs the tensorboard package: pip install kdlab[tensorboard]"
+        ) from None
+    return None if log_dir is None else SummaryWriter(log_dir=str(log_dir))

@@ -81,6 +81,8 @@ class ReportData:
         history: seed -> history rows (arm, epoch, train/val metrics).
         classes: class names, for the confusion matrices.
         config_text, env: the resolved config (YAML text) and the environment record.
+        methods: distilled arm -> its own distill settings (a comparison's ``methods``; the resolved
+            config's ``distill:`` is only the base they were derived from).
         status: ``complete`` or how far an unfinished folder got.
     """
 
@@ -94,6 +96,7 @@ class ReportData:
     config_text: str = ""
     env: dict[str, Any] = field(default_factory=dict)
     status: str = "complete"
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def confusion(self, arm: str) -> list[list[int]] | None:
         """The arm's confusion matrices summed over the seeds (None when none were recorded)."""
@@ -129,6 +132,7 @@ def load_report_data(folder: Path) -> ReportData:
             config_text=read_config_text(folder),
             env=read_run_env(folder),
             status=str(comp.get("status")),
+            methods={a: m for a, m in (comp.get("methods") or {}).items() if isinstance(m, dict)},
         )
     if not has_results(folder):
         raise KdlabError(

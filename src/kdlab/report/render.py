@@ -95,6 +95,22 @@ def seed_rows(data: ReportData) -> list[dict[str, Any]]:
     ]
 
 
+SETTINGS_SHOWN = ("method", "alpha", "temperature")
+
+
+def settings_rows(data: ReportData) -> list[dict[str, str]]:
+    """Per distilled arm its own distill settings as ``key=value`` text: the method, alpha and
+    temperature, and every other setting whose value is not the same for all arms."""
+    methods = data.methods
+    keys = {k for m in methods.values() for k, v in m.items() if not isinstance(v, dict | list)}
+    differ = {k for k in keys if len({json.dumps(m.get(k), sort_keys=True) for m in methods.values()}) > 1}
+    shown = [k for k in SETTINGS_SHOWN if k in keys] + sorted(differ - set(SETTINGS_SHOWN))
+    return [
+        {"arm": arm, "settings": " · ".join(f"{k}={m[k]}" for k in shown if k in m and m[k] is not None)}
+        for arm, m in methods.items()
+    ]
+
+
 def render_report(data: ReportData) -> str:
     """The HTML text of the report (figures drawn and saved under ``plots/`` on the way)."""
     from jinja2 import Environment, PackageLoader
@@ -113,6 +129,7 @@ def render_report(data: ReportData) -> str:
         data=data,
         rows=summary_rows(data),
         seed_rows=seed_rows(data),
+        settings=settings_rows(data),
         seeds=list(data.seeds),
         figures=figures,
         notes=notes,

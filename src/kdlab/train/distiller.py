@@ -174,6 +174,7 @@ class Distiller(nn.Module):
         progress: loop.Progress | None = None,
         teacher_fn: loop.TeacherFn | None = None,
         on_epoch_end: Any = None,
+        verbose: int = 1,
         **loop_options: Any,
     ) -> loop.History:
         """Train the student by distillation; returns the per-epoch history.
@@ -184,7 +185,9 @@ class Distiller(nn.Module):
         (e.g. a lookup in precomputed logits by sample index); feature methods refuse it. Parameters
         of the KD term (feature projectors) join the optimizer as an extra parameter group unless it
         already holds them. Other keyword options (``state``, ``nonfinite``, ``grad_clip``,
-        ``should_stop``) go to :func:`kdlab.train.loop.fit`.
+        ``should_stop``) go to :func:`kdlab.train.loop.fit`. Without ``progress``, ``verbose=1`` shows
+        a progress bar per epoch in a terminal or notebook (one line per epoch elsewhere), ``2`` one
+        line per epoch, ``0`` nothing, as in :func:`kdlab.train.loop.fit`.
         """
         if teacher_fn is not None and self.objective.needs_teacher_features:
             raise ConfigError(
@@ -215,6 +218,7 @@ class Distiller(nn.Module):
                 select=select,
                 progress=progress,
                 on_epoch_end=on_epoch_end,
+                verbose=verbose,
                 **loop_options,
             )
 

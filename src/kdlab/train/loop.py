@@ -223,6 +223,7 @@ def fit(
     should_stop: Callable[[], bool] | None = None,
     precision: str = "float32",
     compile: bool = False,
+    verbose: int = 1,
 ) -> History:
     """Train ``model`` for ``epochs`` and return the per-epoch :class:`History`.
 
@@ -246,10 +247,19 @@ def fit(
         on_epoch_end: called with ``(epoch, row)`` after each epoch (checkpoints, logs).
         precision: ``"float32"`` or ``"bfloat16"`` (autocast of the training forward pass).
         compile: train through ``torch.compile(model)`` (``model`` itself stays uncompiled).
+        progress, verbose: what the epochs are reported to. Without ``progress``, like Keras:
+            ``verbose=1`` a progress bar per epoch in a terminal or notebook, one line per epoch
+            elsewhere (pipes, logs); ``2`` one line per epoch always; ``0`` nothing.
 
     Under ``torchrun`` (an initialized process group) the trained model is wrapped in
     DistributedDataParallel and a :class:`TensorLoader` yields this rank's shard of each batch.
     """
+    if verbose not in (0, 1, 2):
+        raise ConfigError(f"verbose: must be 0 (silent), 1 (progress bar) or 2 (one line per epoch), got {verbose!r}")
+    if progress is None and verbose:
+        from kdlab.train.progress import default_progress
+
+        progress = default_progress(verbose)
     dev = resolve_device(device) if device is not None else _model_device(model)
     model.to(dev)
     if seed is not None:

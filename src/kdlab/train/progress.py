@@ -1,8 +1,10 @@
-"""Rich progress bars for the training loop (one bar per epoch, a summary line per epoch, a time estimate)."""
+"""Rich progress bars for the training loop (one bar per epoch, a summary line per epoch, a time estimate),
+and the Python API's default progress (:func:`default_progress`, Keras-like)."""
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -39,7 +41,7 @@ class RichProgress:
         self._epochs = epochs
         if self._first is None:
             self._first = epoch
-        if not self.console.is_terminal:
+        if not (self.console.is_terminal or self.console.is_jupyter):
             return  # a live bar is noise in logs and pipes: the per-epoch line is enough
         self._bar = Progress(
             TextColumn(f"[bold]{self.arm}[/bold] epoch {epoch}/{epochs}"),
@@ -73,3 +75,49 @@ class RichProgress:
             self.console.print(
                 f"  {self.arm}: ~{format_duration(row['seconds'] * n)} for {n} epochs", soft_wrap=True, highlight=False
             )
+
+
+class EpochLines:
+    """One line per epoch, like Keras' ``verbose=2``, for logs, pipes and captured output:
+    ``epoch 3/5 - loss 0.4100 - accuracy 0.8700 - val_loss 0.4500 - val_accuracy 0.8500 - 1.2 s``."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream
+        self._epochs = 0
+
+    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        self._epochs = epochs
+
+    def step(self) -> None:
+        pass
+
+    def epoch_end(self, row: dict[str, Any]) -> None:
+        parts = [f"epoch {row['epoch']}/{self._epochs}", f"loss {row['train_loss']:.4f}"]
+        parts.append(f"accuracy {row['train_accuracy']:.4f}")
+        if "val_accuracy" in row:
+            parts += [f"val_loss {row['val_loss']:.4f}", f"val_accuracy {row['val_accuracy']:.4f}"]
+        parts.append(f"{row['seconds']:.1f} s")
+        print(" - ".join(parts), file=self.stream or sys.stdout, flush=True)
+
+
+def interactive() -> bool:
+    """True when stdout is a terminal or the code runs in IPython / Jupyter (without importing IPython)."""
+    try:
+        if sys.stdout.isatty():
+            return True
+    except (AttributeError, ValueError):
+        return False
+    ipython = sys.modules.get("IPython")
+    get = getattr(ipython, "get_ipython", None)
+    return callable(get) and get() is not None
+
+
+def default_progress(verbose: int) -> RichProgress | EpochLines | None:
+    """What :func:`kdlab.train.loop.fit` reports to when no ``progress=`` is given: ``verbose=0``
+    nothing; ``1`` a rich bar per epoch in a terminal or notebook, else one line per epoch; ``2``
+    one line per epoch always."""
+    if verbose == 0:
+        return None
+    if verbose == 1 and interactive():
+        return RichProgress("train", Console())
+    return EpochLines()
