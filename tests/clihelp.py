@@ -9,6 +9,16 @@ from dataclasses import dataclass
 
 import pytest
 
+TINY_COMPARE = [
+    "name=tiny",
+    "teacher.model=mlp-teacher",
+    "teacher.epochs=1",
+    "student.epochs=1",
+    "data.train_limit=300",
+    "device=cpu",
+]
+"""``--set`` overrides of the digits preset for a comparison of tiny models (a second or so per seed)."""
+
 RUN_FILES = [
     "config.resolved.yaml",
     "env.json",

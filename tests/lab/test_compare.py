@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from clihelp import TINY_COMPARE
 
 from kdlab.config import load_experiment
 from kdlab.config.schema import DistillConfig
@@ -18,14 +19,7 @@ from kdlab.report import stats
 
 pytestmark = pytest.mark.e2e  # whole lab runs: `pytest -m "not e2e"` skips them
 
-TINY = [
-    "name=tiny",
-    "teacher.model=mlp-teacher",
-    "teacher.epochs=1",
-    "student.epochs=1",
-    "data.train_limit=300",
-    "device=cpu",
-]
+TINY = TINY_COMPARE
 ARM_KEYS = {"n", "mean", "std", "ci95_low", "ci95_high", "values", "seeds", "metrics"}
 DIFF_KEYS = {"n", "mean", "std", "ci95_low", "ci95_high", "p_value", "values", "seeds"}
 

@@ -14,19 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from clihelp import TINY_COMPARE
 
 from kdlab.lab import recovery
 
 pytestmark = pytest.mark.e2e  # whole (tiny) lab runs: `pytest -m "not e2e"` skips them
 
-TINY = [
-    "name=tiny",
-    "teacher.model=mlp-teacher",
-    "teacher.epochs=1",
-    "student.epochs=1",
-    "data.train_limit=300",
-    "device=cpu",
-]
+TINY = TINY_COMPARE
 
 
 def cli(argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

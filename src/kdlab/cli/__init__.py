@@ -28,6 +28,10 @@ app = typer.Typer(
 console = Console() if Console().is_terminal else Console(width=120)
 err_console = Console(stderr=True) if Console(stderr=True).is_terminal else Console(stderr=True, width=160)
 
+ExperimentArg = Annotated[
+    Optional[str],  # noqa: UP045 - typer needs Optional on Python 3.10
+    typer.Argument(help="preset name (`kdlab presets`) or experiment .yaml; default: digits"),
+]
 SetOption = Annotated[
     Optional[list[str]],  # noqa: UP045 - typer needs Optional on Python 3.10
     typer.Option("--set", "-s", help="override a config key, e.g. --set distill.alpha=0.5 (repeatable)"),
@@ -36,10 +40,7 @@ SetOption = Annotated[
 
 @app.command()
 def run(
-    experiment: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Argument(help="preset name (`kdlab presets`) or experiment .yaml; default: digits"),
-    ] = None,
+    experiment: ExperimentArg = None,
     set_: SetOption = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="parent folder of the run folder")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
@@ -147,10 +148,7 @@ def models() -> None:
 
 @app.command()
 def compare(
-    experiment: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Argument(help="preset name (`kdlab presets`) or experiment .yaml; default: digits"),
-    ] = None,
+    experiment: ExperimentArg = None,
     methods: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(
