@@ -9,6 +9,11 @@ traceback.
 from __future__ import annotations
 
 
+def shorten(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters, ending in ``…`` when it was cut (values quoted in messages)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class KdlabError(Exception):
     """Base class of every error caused by user input, with a one-line message."""
 

@@ -252,7 +252,8 @@ def safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            return {k: (str(f.get_slice(k).get_dtype()), tuple(f.get_slice(k).get_shape())) for k in f.keys()}  # noqa: SIM118
+            slices = {k: f.get_slice(k) for k in f.keys()}  # noqa: SIM118 - a safe_open handle is not a dict
+            return {k: (str(s.get_dtype()), tuple(s.get_shape())) for k, s in slices.items()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e}); re-save or re-train it") from None
 
@@ -310,9 +311,10 @@ def load_weights(model: nn.Module, path: Path, *, what: str = "model", convert_f
     says which (:func:`check_fit`), before any tensor of a ``.safetensors`` file is read.
     ``convert_floats``: accept another floating-point precision (a user's checkpoint, not a run's record)."""
     path = Path(path)
-    check_weights(model, path, what=what, convert_floats=convert_floats)
+    check_weights(model, path, what=what, convert_floats=convert_floats)  # a .safetensors file: its header
     state = read_state_dict(path)
-    stored = {k: (dtype_name(v.dtype), tuple(v.shape)) for k, v in state.items()}
-    check_fit(path, stored, model, what=what, convert_floats=convert_floats)
+    if path.suffix != ".safetensors":  # a .pt file can only be checked once loaded
+        stored = {k: (dtype_name(v.dtype), tuple(v.shape)) for k, v in state.items()}
+        check_fit(path, stored, model, what=what, convert_floats=convert_floats)
     model.load_state_dict(state)
     return model

@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from kdlab.config.schema import ExperimentConfig
-from kdlab.errors import ConfigError
+from kdlab.errors import ConfigError, shorten
 
 PRESETS_DIR = Path(str(resources.files("kdlab") / "presets"))
 DEFAULT_PRESET = "digits"
@@ -90,11 +90,6 @@ def show_value(value: Any, limit: int = SHOWN_CHARS) -> str:
     Bounded in time and memory too: a nested or self-referencing value is not expanded.
     """
     return shorten(_REPR.repr(value), limit)
-
-
-def shorten(text: str, limit: int = SHOWN_CHARS) -> str:
-    """``text`` cut to ``limit`` characters, ending in ``…`` when it was cut."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _show_path(path: str | Path) -> str:

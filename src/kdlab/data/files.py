@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from kdlab.errors import DataError
+from kdlab.errors import shorten as cut
 
 MAX_LINE_BYTES = 16 * 2**20
 """The longest line (a CSV/TSV row's physical line, a JSONL object, a ``kdlab predict`` text) and
@@ -149,8 +150,7 @@ def _size(n: int) -> str:
 
 def shorten(value: object, limit: int = 40) -> str:
     """``value`` as text for a message: whitespace folded, at most ``limit`` characters."""
-    text = " ".join(str(value).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return cut(" ".join(str(value).split()), limit)
 
 
 def name_list(names: list[str], *, most: int = 8) -> str:

@@ -195,7 +195,7 @@ def check_inputs(
     if new_run:
         check_keys(cfg.data)
     if "tensorboard" in cfg.train.log:  # a missing package is refused before a run folder exists
-        _tensorboard_writer(None)
+        _summary_writer_class()
     data = build_data(cfg.data, cfg.seed)
     for model_name in (cfg.teacher.model, cfg.student.model):
         create_model(
@@ -541,13 +541,17 @@ def _check_distill(cfg: ExperimentConfig, data: DataBundle) -> None:
         )
 
 
-def _tensorboard_writer(log_dir: Path | None) -> Any:
-    """A TensorBoard ``SummaryWriter`` writing event files in ``log_dir`` (``train.log: [tensorboard]``);
-    with ``log_dir=None`` only checks that the package is there."""
+def _summary_writer_class() -> Any:
+    """TensorBoard's ``SummaryWriter`` (``train.log: [tensorboard]``); a missing package is one line."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise ConfigError(
             "train.log: tensorboard logging needs the tensorboard package: pip install kdlab[tensorboard]"
         ) from None
-    return None if log_dir is None else SummaryWriter(log_dir=str(log_dir))
+    return SummaryWriter
+
+
+def _tensorboard_writer(log_dir: Path) -> Any:
+    """A TensorBoard ``SummaryWriter`` writing event files in ``log_dir``."""
+    return _summary_writer_class()(log_dir=str(log_dir))
