@@ -6,11 +6,14 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install demo test lint bench clean
 
-# torch is pinned and installed first: a bare `torch` requirement could otherwise pull a
-# multi-GB CUDA build. The package and its test extras come after, against that torch.
+# torch and torchvision are pinned and installed first, as a pair that import together: timm
+# needs torchvision, and a bare `torch` requirement could pull any build (README, "Install").
+# The package and its test extras (timm, transformers, onnx, ...) come after, against that torch.
+TORCH := torch==2.14.1 torchvision==0.29.1
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 

@@ -79,19 +79,83 @@ class DataConfig(Section):
         return self
 
 
-class TeacherConfig(Section):
-    model: str = Field("lab-cnn-teacher", description="registered model name (`kdlab models`)")
-    epochs: int = Field(8, ge=0, le=MAX_EPOCHS, description="training epochs; 0 only with a checkpoint")
-    checkpoint: Path | None = Field(
-        None, description="load teacher weights (.safetensors, or a weights-only .pt) instead of training"
+MODEL_SPEC_HELP = (
+    "a registered name (`kdlab models`), timm:<name>, hf:<folder or hub id>, or the user's own factory "
+    "<module>:<function> / <path/to/file.py>:<function> (docs/models.md)"
+)
+
+
+class InputConfig(Section):
+    """How one model sees the samples when it differs from the data's own view (``teacher.input``,
+    ``student.input``). Every field left empty is taken from the model where it declares it (timm's
+    ``pretrained_cfg`` when its weights are timm's or a checkpoint's, an ``hf:`` folder's tokenizer or
+    image processor), else from the data; the values used are written to config.resolved.yaml and
+    results.json."""
+
+    image_size: int | None = Field(
+        None, gt=0, le=MAX_IMAGE_SIZE, description="images: this model sees image_size × image_size px"
     )
+    mean: list[float] | None = Field(
+        None, min_length=1, max_length=4, description="images: per-channel mean subtracted (on pixels in [0, 1])"
+    )
+    std: list[float] | None = Field(
+        None, min_length=1, max_length=4, description="images: per-channel std divided by (on pixels in [0, 1])"
+    )
+    channels: int | None = Field(
+        None, ge=1, le=4, description="images: channels this model takes (grey data is repeated to 3, RGB averaged to 1)"
+    )
+    tokenizer: Path | None = Field(
+        None, description="text: a Hugging Face tokenizer folder (save_pretrained) encoding this model's inputs"
+    )
+    max_length: int | None = Field(None, ge=1, le=MAX_LEN, description="text: tokens per sequence for this tokenizer")
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and any(x <= 0 for x in v):
+            raise ValueError("every std must be > 0")
+        return v
+
+    def is_set(self) -> bool:
+        """True when any field is given (the model does not simply take the data's view)."""
+        return any(getattr(self, k) is not None for k in type(self).model_fields)
+
+
+class TeacherConfig(Section):
+    model: str = Field("lab-cnn-teacher", min_length=1, description=MODEL_SPEC_HELP)
+    epochs: int = Field(8, ge=0, le=MAX_EPOCHS, description="training epochs; 0 only with weights to start from")
+    checkpoint: Path | None = Field(
+        None,
+        description="start from these weights: .safetensors, a weights-only .pt/.pth state dict (also under "
+        "state_dict / model, DDP's module. prefix stripped), or an hf: model's folder",
+    )
+    pretrained: bool = Field(
+        False, description="timm: / hf: hub id: download the model's pretrained weights (needs a network)"
+    )
+    input: InputConfig = Field(default_factory=InputConfig, description="how the teacher sees the samples")
 
 
 class StudentConfig(Section):
-    model: str = Field("lab-cnn-student", description="registered model name, used by both student arms")
+    model: str = Field(
+        "lab-cnn-student", min_length=1, description=MODEL_SPEC_HELP + "; used by both student arms"
+    )
     epochs: int = Field(
         5, ge=1, le=MAX_EPOCHS, description="training epochs of the scratch and of the distilled student"
     )
+    checkpoint: Path | None = Field(
+        None, description="start both student arms from these weights (formats as teacher.checkpoint)"
+    )
+    pretrained: bool = Field(False, description="as teacher.pretrained, for the student")
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="hf: overrides of the model's config (e.g. {num_hidden_layers: 2}): a smaller model of "
+        "its family, freshly initialised",
+    )
+    init_from_teacher: bool = Field(
+        False,
+        description="hf: copy the teacher's embeddings and evenly spaced layers into the student (docs/models.md)",
+    )
+    input: InputConfig = Field(default_factory=InputConfig, description="how the student sees the samples")
 
 
 TEACHER_CACHE_KEYS = ("teacher_cache", "teacher_cache_dtype", "teacher_cache_dir")
@@ -241,6 +305,13 @@ class ExperimentConfig(Section):
 
     @model_validator(mode="after")
     def _teacher_source(self) -> ExperimentConfig:
-        if self.teacher.epochs == 0 and self.teacher.checkpoint is None:
-            raise ValueError("teacher.epochs is 0 and no teacher.checkpoint is given: set one of them")
+        t = self.teacher
+        has_weights = t.checkpoint is not None or t.pretrained or t.model.startswith("hf:")
+        if t.epochs == 0 and not has_weights:
+            raise ValueError(
+                "teacher.epochs is 0 and the teacher has no weights to start from: set teacher.checkpoint "
+                "(or teacher.pretrained, or an hf: folder) or teacher.epochs > 0"
+            )
+        if self.student.init_from_teacher and not (t.model.startswith("hf:") and self.student.model.startswith("hf:")):
+            raise ValueError("student.init_from_teacher: needs hf: models for both teacher.model and student.model")
         return self
