@@ -143,3 +143,26 @@ def test_distillation_moves_student_toward_teacher(digits_xy) -> None:
     after = d.evaluate((x[1200:], y[1200:]))
     assert before < 0.3 < 0.85 < after["teacher_agreement"]
     assert evaluate(teacher, (x[1200:], y[1200:]))["accuracy"] > 0.85
+
+
+def test_fit_equals_run_epochs_on_the_same_loaders(digits_xy) -> None:
+    """Distiller.fit only turns data into loaders: run_epochs on the loaders fit would build gives
+    identical weights; an unknown loop option is a TypeError, not silently dropped."""
+    from kdlab.data.tensors import as_loader
+    from kdlab.train.loop import make_optimizer
+
+    x, y = digits_xy[0][:300], digits_xy[1][:300]
+    torch.manual_seed(2)
+    t, s1, s2 = TinyNet(hidden=64), TinyNet(hidden=8), TinyNet(hidden=8)
+    s2.load_state_dict(s1.state_dict())
+    d1 = Distiller(teacher=t, student=s1, alpha=0.3)
+    d1.fit((x, y), val=(x[:50], y[:50]), epochs=2, seed=4, batch_size=16, verbose=0)
+    d2 = Distiller(teacher=t, student=s2, alpha=0.3)
+    opt = make_optimizer(list(s2.parameters()), lr=1e-3)
+    loader = as_loader((x, y), batch_size=16, shuffle=True, seed=4)
+    hist = d2.run_epochs(loader, as_loader((x[:50], y[:50]), batch_size=512), optimizer=opt, epochs=2, seed=4)
+    assert "val_accuracy" in hist[-1]
+    for k, v in s1.state_dict().items():
+        assert torch.equal(v, s2.state_dict()[k])
+    with pytest.raises(TypeError, match="eval_batchsize"):
+        d1.fit((x, y), epochs=1, verbose=0, eval_batchsize=8)

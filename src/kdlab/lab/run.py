@@ -64,7 +64,7 @@ from kdlab.runs import (  # noqa: F401 - the run folder's names, kept importable
 from kdlab.train import metrics, teacher_cache
 from kdlab.train.checkpoint import ArmCheckpoint, FitState
 from kdlab.train.distiller import Distiller
-from kdlab.train.loop import History, Progress, fit, make_optimizer, predict
+from kdlab.train.loop import History, Progress, StepOptions, make_optimizer, predict, run_epochs
 from kdlab.train.reproduce import deterministic_mode
 from kdlab.version import __version__
 
@@ -426,25 +426,26 @@ class LabSession:
                         writer.add_scalar(key, value, epoch)
                 writer.flush()
 
-        kwargs: dict[str, Any] = dict(
-            epochs=epochs,
+        common: dict[str, Any] = dict(
             optimizer=optimizer,
-            state=state,
-            on_epoch_end=on_epoch_end,
-            nonfinite=cfg.train.nonfinite,
-            grad_clip=cfg.train.grad_clip,
-            should_stop=self.stop,
+            epochs=epochs,
             seed=seed,  # fixes dropout's draws; the data order is the loader's, seeded with the same
-            device=rt.device,
             select=cfg.train.select,
+            state=state,
+            steps=StepOptions(
+                nonfinite=cfg.train.nonfinite,
+                grad_clip=cfg.train.grad_clip,
+                should_stop=self.stop,
+                precision=rt.accel.precision,
+            ),
+            compile=rt.accel.compile,
             progress=self.progress(arm) if self.progress else None,
-            verbose=0,  # the lab reports through its own progress (or stays quiet with -q)
-            **rt.fit_options(),
+            on_epoch_end=on_epoch_end,
         )
         loader = rt.train_loader(self.splits["train"], seed)
         try:
             if distiller is None:
-                return fit(model, loader, self.val_loader, **kwargs)
+                return run_epochs(model, loader, self.val_loader, **common)
             teacher_fn = rt.teacher_fn(
                 settings or cfg.distill,
                 distiller.objective,
@@ -455,7 +456,7 @@ class LabSession:
             )
             self.results["teacher_cache"] = rt.cache
             self.teacher_outputs[arm] = "live" if rt.cache["status"] == "off" else "cached"
-            return distiller.fit(loader, self.val_loader, teacher_fn=teacher_fn, **kwargs)
+            return distiller.run_epochs(loader, self.val_loader, teacher_fn=teacher_fn, **common)
         except TrainingError as e:
             kept = f"checkpoint of epoch {state.epoch} kept" if state.epoch else "no checkpoint yet"
             raise TrainingError(f"{arm} arm: {e}; {kept}") from None

@@ -77,12 +77,9 @@ class Runtime:
             batch_device=self.device,
         )
 
-    # ------------------------------------------------------------------ models and fit options
+    # ------------------------------------------------------------------ models
     def prepare(self, model: nn.Module) -> nn.Module:
         return accel.prepare_model(model.to(self.device), self.accel)
-
-    def fit_options(self) -> dict[str, Any]:
-        return {"precision": self.accel.precision, "compile": self.accel.compile}
 
     # ------------------------------------------------------------------ teacher cache
     def teacher_fn(

@@ -82,7 +82,7 @@ def is_conv_model(model: nn.Module) -> bool:
 def prepare_model(model: nn.Module, accel: Accel) -> nn.Module:
     """Apply the memory-format choice in place (weights keep their values)."""
     if accel.channels_last and is_conv_model(model):
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model.to(memory_format=torch.channels_last)
     return model
 
 

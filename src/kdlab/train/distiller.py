@@ -24,13 +24,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from kdlab.data.tensors import Batch, TensorLoader, as_loader, prepare_inputs
+from kdlab.data.tensors import Batch, Loader, TensorLoader, as_loader, prepare_inputs
 from kdlab.errors import ConfigError
 from kdlab.io import save_weights
 from kdlab.kd.features import FeatureTerm
 from kdlab.kd.objective import Objective
 from kdlab.models.registry import count_params
 from kdlab.train import loop, metrics
+from kdlab.train.checkpoint import FitState
 
 
 class Distiller(nn.Module):
@@ -189,37 +190,80 @@ class Distiller(nn.Module):
         a progress bar per epoch in a terminal or notebook (one line per epoch elsewhere), ``2`` one
         line per epoch, ``0`` nothing, as in :func:`kdlab.train.loop.fit`.
         """
+        options = dict(loop_options)
+        unknown = sorted(set(options) - _LOOP_OPTIONS)
+        if unknown:
+            raise TypeError(f"Distiller.fit() got unexpected keyword argument(s): {', '.join(unknown)}")
+        progress = loop.progress_for(progress, verbose)
+        dev = loop.resolve_device(device) if device is not None else loop._model_device(self.student)
+        self.to(dev)
+        if optimizer is None:
+            optimizer = loop.make_optimizer([p for p in self.student.parameters() if p.requires_grad], lr=lr)
+        loader = as_loader(train, batch_size=batch_size, shuffle=True, seed=seed or 0, device=dev)
+        eval_batch_size = int(options.pop("eval_batch_size", 512))
+        val_loader = None if val is None else as_loader(val, batch_size=eval_batch_size, device=dev)
+        steps = loop.StepOptions(**{k: options.pop(k) for k in _STEP_OPTIONS if k in options})
+        return self.run_epochs(
+            loader,
+            val_loader,
+            optimizer=optimizer,
+            epochs=epochs,
+            seed=seed,
+            teacher_fn=teacher_fn,
+            select=select,
+            steps=steps,
+            progress=progress,
+            on_epoch_end=on_epoch_end,
+            **options,
+        )
+
+    def run_epochs(
+        self,
+        train_loader: Loader,
+        val_loader: Loader | None,
+        *,
+        optimizer: torch.optim.Optimizer,
+        epochs: int,
+        seed: int | None = None,
+        teacher_fn: loop.TeacherFn | None = None,
+        select: str = "last",
+        state: FitState | None = None,
+        steps: loop.StepOptions = loop.StepOptions(),
+        compile: bool = False,
+        progress: loop.Progress | None = None,
+        on_epoch_end: Any = None,
+    ) -> loop.History:
+        """Distil on loaders already built (the lab's, or :meth:`fit`'s from user data): checks the
+        pair once on a dry batch, adds the KD term's parameters to ``optimizer`` and runs
+        :func:`kdlab.train.loop.run_epochs` with this objective and the teacher (``teacher_fn``, e.g.
+        a cache lookup by sample index, or the live frozen teacher)."""
         if teacher_fn is not None and self.objective.needs_teacher_features:
             raise ConfigError(
                 f"method '{self.objective.name}' needs the teacher's live features: precomputed teacher "
                 "logits (teacher_fn / a teacher cache) cannot be used with it"
             )
-        dev = loop.resolve_device(device) if device is not None else loop._model_device(self.student)
-        self.to(dev)
-        if optimizer is None:
-            optimizer = loop.make_optimizer([p for p in self.student.parameters() if p.requires_grad], lr=lr)
+        self.to(loop._model_device(self.student))  # the KD term's projectors join the student's device
         self._check_optimizer(optimizer)
-        loader = as_loader(train, batch_size=batch_size, shuffle=True, seed=seed or 0, device=dev)
         with self._capturing():
             if not self._checked:
-                self.check_compatible(_dry_inputs(loader))
+                self.check_compatible(_dry_inputs(train_loader))
             self._add_kd_params(optimizer)
             self.train()
-            return loop.fit(
+            return loop.run_epochs(
                 self.student,
-                loader,
-                val,
+                train_loader,
+                val_loader,
+                optimizer=optimizer,
                 epochs=epochs,
+                seed=seed,
                 objective=self.objective,
                 teacher=teacher_fn or self.teacher_logits,
-                optimizer=optimizer,
-                seed=seed,
-                device=dev,
                 select=select,
+                state=state,
+                steps=steps,
+                compile=compile,
                 progress=progress,
                 on_epoch_end=on_epoch_end,
-                verbose=verbose,
-                **loop_options,
             )
 
     def evaluate(self, data: Any, *, batch_size: int = 512) -> dict[str, float]:
@@ -270,6 +314,11 @@ class Distiller(nn.Module):
         for group in optimizer.param_groups:
             if any(id(p) in teacher_ids for p in group["params"]):
                 raise ConfigError("the optimizer holds teacher parameters: optimize the student's only")
+
+
+_STEP_OPTIONS = ("nonfinite", "grad_clip", "should_stop", "precision")
+_LOOP_OPTIONS = frozenset({*_STEP_OPTIONS, "state", "compile", "eval_batch_size"})
+"""The keyword options :meth:`Distiller.fit` passes on (as :func:`kdlab.train.loop.fit` takes them)."""
 
 
 def _dry_inputs(loader: Any) -> Tensor:

@@ -254,16 +254,9 @@ def fit(
     Under ``torchrun`` (an initialized process group) the trained model is wrapped in
     DistributedDataParallel and a :class:`TensorLoader` yields this rank's shard of each batch.
     """
-    if verbose not in (0, 1, 2):
-        raise ConfigError(f"verbose: must be 0 (silent), 1 (progress bar) or 2 (one line per epoch), got {verbose!r}")
-    if progress is None and verbose:
-        from kdlab.train.progress import default_progress
-
-        progress = default_progress(verbose)
+    progress = progress_for(progress, verbose)
     dev = resolve_device(device) if device is not None else _model_device(model)
     model.to(dev)
-    if seed is not None:
-        torch.manual_seed(seed)
     train_loader = as_loader(train, batch_size=batch_size, shuffle=True, seed=seed or 0, device=dev)
     val_loader = None if val is None else as_loader(val, batch_size=eval_batch_size, device=dev)
     if optimizer is None:
@@ -274,6 +267,7 @@ def fit(
         val_loader,
         optimizer=optimizer,
         epochs=epochs,
+        seed=seed,
         objective=objective,
         teacher=teacher,
         select=select,
@@ -283,6 +277,18 @@ def fit(
         progress=progress,
         on_epoch_end=on_epoch_end,
     )
+
+
+def progress_for(progress: Progress | None, verbose: int) -> Progress | None:
+    """``progress`` when given, else Keras-like reporting by ``verbose``: 1 a bar per epoch in a
+    terminal or notebook (one line per epoch elsewhere), 2 one line per epoch, 0 nothing."""
+    if verbose not in (0, 1, 2):
+        raise ConfigError(f"verbose: must be 0 (silent), 1 (progress bar) or 2 (one line per epoch), got {verbose!r}")
+    if progress is None and verbose:
+        from kdlab.train.progress import default_progress
+
+        return default_progress(verbose)
+    return progress
 
 
 @dataclass(frozen=True)
@@ -303,6 +309,7 @@ def run_epochs(
     *,
     optimizer: torch.optim.Optimizer,
     epochs: int,
+    seed: int | None = None,
     objective: Objective | None = None,
     teacher: TeacherFn | None = None,
     select: str = "last",
@@ -313,12 +320,15 @@ def run_epochs(
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> History:
     """The epochs themselves, on loaders already built and a model already on its device — what
-    :func:`fit` (which turns user data into loaders) and the lab (which builds its loaders once per
-    run) both call. Arguments as in :func:`fit`; resumes after ``state.epoch`` complete epochs."""
+    :func:`fit` (which turns user data into loaders), :meth:`kdlab.Distiller.run_epochs` and the
+    lab (which builds its loaders once per run) call. Arguments as in :func:`fit`; ``seed`` seeds
+    the global RNG (dropout) first; resumes after ``state.epoch`` complete epochs."""
     if epochs < 1:
         raise ConfigError(f"epochs: must be >= 1 (got {epochs})")
     if select not in {"last", "best-val"}:
         raise ConfigError(f"train.select: must be 'last' or 'best-val' (got {select!r})")
+    if seed is not None:
+        torch.manual_seed(seed)
     objective = objective or Objective.cross_entropy()
     state = state if state is not None else FitState()
     if state.epoch > epochs:
