@@ -128,6 +128,17 @@ def test_method_specs_and_seed_counts_are_validated() -> None:
     assert resolve_seeds(3, 5) == [5, 6, 7]
 
 
+def test_method_settings_take_yaml_mappings_and_lists() -> None:
+    """``-m 'fitnet:feature_pairs={a: b}'``: a colon or comma inside braces belongs to the value."""
+    specs = parse_methods("kd,fitnet:feature_pairs={layer1.0: layer2, conv: body.3}:feature_weight=2,dkd", DistillConfig())
+    assert [s.distill.method for s in specs] == ["kd", "fitnet", "dkd"]
+    fitnet = specs[1].distill
+    assert fitnet.feature_pairs == {"layer1.0": "layer2", "conv": "body.3"}
+    assert fitnet.feature_weight == 2.0
+    with pytest.raises(ConfigError, match="feature_pairs"):
+        parse_methods("fitnet:feature_pairs=[a, b]", DistillConfig())
+
+
 def test_method_specific_settings_of_the_experiment_go_only_to_methods_that_take_them() -> None:
     """The lab presets' ``t_squared: false`` is Hinton KD without T²: kd and logit-std (kd on
     standardized logits) inherit it; dkd and dist, which always scale by T², keep the default and

@@ -73,13 +73,13 @@ def parse_methods(methods: str | Sequence[str], base: DistillConfig) -> list[Met
     (``dist:t_squared=false``), it is an error as in an experiment file. Unknown method names and
     invalid settings raise :class:`ConfigError`.
     """
-    items = methods.split(",") if isinstance(methods, str) else list(methods)
+    items = split_top_level(methods, ",") if isinstance(methods, str) else list(methods)
     items = [m.strip() for m in items if m.strip()]
     if not items:
         raise ConfigError("--methods: give at least one method, e.g. --methods kd (known: " + _known() + ")")
     specs: list[MethodSpec] = []
     for item in items:
-        name, *settings = item.split(":")
+        name, *settings = split_top_level(item, ":")
         if name not in METHODS:
             raise ConfigError(f"--methods: {METHODS.unknown_message(name)}")
         raw = base.model_dump(mode="json") | {"method": name}
@@ -109,6 +109,27 @@ def parse_methods(methods: str | Sequence[str], base: DistillConfig) -> list[Met
             raise ConfigError(f"--methods: '{item}' is given twice or names a base arm; each arm once")
         specs.append(MethodSpec(item, distill, tuple(notes)))
     return specs
+
+
+def split_top_level(text: str, sep: str) -> list[str]:
+    """``text`` split at ``sep`` outside brackets, braces and quotes, so a setting's value can be a
+    YAML flow mapping or list: ``fitnet:feature_pairs={layer1: layer2},kd`` is two items, and
+    ``fitnet:feature_pairs={layer1: layer2}`` is a method and one setting."""
+    parts, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+        elif ch == sep and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
 
 
 def resolve_seeds(seeds: int | Sequence[int], first: int = 0) -> list[int]:
