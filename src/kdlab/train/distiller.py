@@ -195,13 +195,17 @@ class Distiller(nn.Module):
         if unknown:
             raise TypeError(f"Distiller.fit() got unexpected keyword argument(s): {', '.join(unknown)}")
         progress = loop.progress_for(progress, verbose)
-        dev = loop.resolve_device(device) if device is not None else loop._model_device(self.student)
-        self.to(dev)
+        loader, val_loader = loop.user_loaders(
+            self.student,  # the teacher follows in run_epochs
+            train,
+            val,
+            batch_size=batch_size,
+            eval_batch_size=int(options.pop("eval_batch_size", 512)),
+            seed=seed,
+            device=device,
+        )
         if optimizer is None:
             optimizer = loop.make_optimizer([p for p in self.student.parameters() if p.requires_grad], lr=lr)
-        loader = as_loader(train, batch_size=batch_size, shuffle=True, seed=seed or 0, device=dev)
-        eval_batch_size = int(options.pop("eval_batch_size", 512))
-        val_loader = None if val is None else as_loader(val, batch_size=eval_batch_size, device=dev)
         steps = loop.StepOptions(**{k: options.pop(k) for k in _STEP_OPTIONS if k in options})
         return self.run_epochs(
             loader,
@@ -242,7 +246,7 @@ class Distiller(nn.Module):
                 f"method '{self.objective.name}' needs the teacher's live features: precomputed teacher "
                 "logits (teacher_fn / a teacher cache) cannot be used with it"
             )
-        self.to(loop._model_device(self.student))  # the KD term's projectors join the student's device
+        self.to(loop._model_device(self.student))  # the teacher and the KD term join the student's device
         self._check_optimizer(optimizer)
         with self._capturing():
             if not self._checked:

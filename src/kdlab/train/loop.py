@@ -255,10 +255,9 @@ def fit(
     DistributedDataParallel and a :class:`TensorLoader` yields this rank's shard of each batch.
     """
     progress = progress_for(progress, verbose)
-    dev = resolve_device(device) if device is not None else _model_device(model)
-    model.to(dev)
-    train_loader = as_loader(train, batch_size=batch_size, shuffle=True, seed=seed or 0, device=dev)
-    val_loader = None if val is None else as_loader(val, batch_size=eval_batch_size, device=dev)
+    train_loader, val_loader = user_loaders(
+        model, train, val, batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed, device=device
+    )
     if optimizer is None:
         optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], lr=lr)
     return run_epochs(
@@ -277,6 +276,25 @@ def fit(
         progress=progress,
         on_epoch_end=on_epoch_end,
     )
+
+
+def user_loaders(
+    model: nn.Module,
+    train: Any,
+    val: Any,
+    *,
+    batch_size: int,
+    eval_batch_size: int,
+    seed: int | None,
+    device: str | torch.device | None,
+) -> tuple[Loader, Loader | None]:
+    """What the public entry points (:func:`fit`, :meth:`kdlab.Distiller.fit`) do with user data:
+    move ``model`` to ``device`` (default: where its first parameter is), and turn ``train`` /
+    ``val`` into loaders on it — ``train`` reshuffled every epoch with ``seed``."""
+    dev = resolve_device(device) if device is not None else _model_device(model)
+    model.to(dev)
+    train_loader = as_loader(train, batch_size=batch_size, shuffle=True, seed=seed or 0, device=dev)
+    return train_loader, None if val is None else as_loader(val, batch_size=eval_batch_size, device=dev)
 
 
 def progress_for(progress: Progress | None, verbose: int) -> Progress | None:
