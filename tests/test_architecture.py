@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Layers, lowest first: a module may import its own layer and those below, never one above.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("kdlab.version", "kdlab.errors", "kdlab.io", "kdlab.registry", "kdlab.moved")),
+    ("base", ("kdlab.version", "kdlab.errors", "kdlab.reading", "kdlab.io", "kdlab.registry", "kdlab.moved")),
     ("config", ("kdlab.config",)),
     ("run folder", ("kdlab.runs", "kdlab.records")),
     ("kd-math", ("kdlab.kd.losses",)),

@@ -8,10 +8,46 @@ traceback.
 
 from __future__ import annotations
 
+import re
+import reprlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+SHOWN_CHARS = 80
+"""Characters of a value or key quoted in an error message."""
+
 
 def shorten(text: str, limit: int = 80) -> str:
     """``text`` cut to ``limit`` characters, ending in ``…`` when it was cut (values quoted in messages)."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxtuple, _REPR.maxset = 2, 4, 4, 4, 4
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = SHOWN_CHARS
+
+
+def show_value(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` for an error message: at most ``limit`` characters, ``…`` where it was cut.
+
+    Bounded in time and memory too: a nested or self-referencing value is not expanded.
+    """
+    return shorten(_REPR.repr(value), limit)
+
+
+def validation_problem(e: ValidationError, *, where: str = "") -> str:
+    """The first problem of a pydantic ``ValidationError`` as ``key.path: message (got value)`` —
+    the one formatting of configs (``where="config"`` when the problem is at the top) and of run
+    records. Keys are cut to 40 characters, the message to 200, the value to :data:`SHOWN_CHARS`;
+    a missing field or a mapping value is not echoed."""
+    err = e.errors(include_url=False)[0]
+    loc = ".".join(shorten(p, 40) if isinstance(p, str) else str(p) for p in err["loc"]) or where
+    msg = shorten(re.sub(r" or instance of \w+", "", str(err["msg"]).removeprefix("Value error, ")), 200)
+    got = err.get("input")
+    shown = "" if err["type"] == "missing" or isinstance(got, dict) else f" (got {show_value(got)})"
+    return f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}"
 
 
 class KdlabError(Exception):

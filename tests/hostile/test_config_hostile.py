@@ -97,7 +97,7 @@ CASES: dict[str, Case] = {
     ),
     "--set name=[[[[ 50,000 deep": _set("name=" + "[" * 50_000 + "]" * 50_000, match=r"--set name: .*deeper than 50"),
     "file over 1 MiB": _file("# " + "x" * 2**20 + "\nname: big\n", r"exp\.yaml: is larger than 1 MiB"),
-    "/dev/zero as the experiment": _target("/dev/zero", r"/dev/zero: is larger than 1 MiB"),
+    "/dev/zero as the experiment": _target("/dev/zero", r"/dev/zero: is a device, not a regular file; give an experiment"),
     "binary file": _file(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 10, r"exp\.yaml: is a binary file"),
     "not UTF-8": _file("name: caf\xe9\n".encode("latin-1"), r"exp\.yaml: is not UTF-8 text \(byte 0xe9 at offset 9\)"),
     "integer of 5,000 digits": _file("seed: " + "9" * 5000 + "\n", r"exp\.yaml: an integer with thousands of digits"),
@@ -255,3 +255,13 @@ def test_split_seeds_near_the_bound_are_valid_random_states() -> None:
     labels = [i % 3 for i in range(60)]
     parts = stratified_split(labels, (0.8, 0.1, 0.1), seed=2**32 - 1)  # seed + 1, seed + 2 wrap around
     assert sum(len(p) for p in parts) == 60
+
+
+def test_a_fifo_as_the_experiment_is_refused_without_blocking(tmp_path) -> None:
+    """A named pipe nobody writes to would block a plain open() forever: refused, never read."""
+    import os
+
+    fifo = tmp_path / "exp.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match=r"exp\.yaml: is a FIFO \(named pipe\), not a regular file"):
+        load_experiment(str(fifo))

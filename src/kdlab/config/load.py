@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import reprlib
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from kdlab.config.schema import ExperimentConfig
-from kdlab.errors import ConfigError, shorten
+from kdlab.errors import SHOWN_CHARS, ConfigError, shorten, show_value, validation_problem
+from kdlab.reading import FileTooLarge, NotRegularFile, read_bounded
 
 PRESETS_DIR = Path(str(resources.files("kdlab") / "presets"))
 DEFAULT_PRESET = "digits"
@@ -30,7 +30,6 @@ DEFAULT_PRESET = "digits"
 MAX_FILE_BYTES = 2**20  # 1 MiB: the presets are under 1 KiB
 MAX_DEPTH = 50  # nesting levels of mappings and lists; a config uses 3
 MAX_NODES = 10_000  # values (keys, scalars, lists, mappings) after alias expansion; a config has ~150
-SHOWN_CHARS = 80  # of a value or key quoted in an error message
 SHOWN_PATH_CHARS = 200  # of a path named in an error message (its end is kept)
 
 
@@ -67,29 +66,14 @@ def validate(raw: dict[str, Any], source: str) -> ExperimentConfig:
 
 
 def format_validation_error(e: ValidationError) -> str:
-    """The first problem of a ValidationError as ``key.path: message (got value)``, value cut short."""
+    """The first problem of a ValidationError as ``key.path: message (got value)``, value cut short;
+    an unknown key lists the known ones and suggests the closest."""
     err = e.errors()[0]
-    loc = ".".join(shorten(p, 40) if isinstance(p, str) else str(p) for p in err["loc"]) or "config"
     if err["type"] == "extra_forbidden":
+        loc = ".".join(shorten(p, 40) if isinstance(p, str) else str(p) for p in err["loc"])
         parent = tuple(str(p) for p in err["loc"][:-1])
         return f"{loc}: unknown key ({_known_keys(parent)}){key_hint(parent, str(err['loc'][-1]))}"
-    msg = shorten(err["msg"].removeprefix("Value error, "), 200)
-    got = err.get("input")
-    shown = "" if isinstance(got, dict) else f" (got {show_value(got)})"
-    return f"{loc}: {msg}{shown}"
-
-
-_REPR = reprlib.Repr()
-_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxtuple, _REPR.maxset = 2, 4, 4, 4, 4
-_REPR.maxstring = _REPR.maxother = _REPR.maxlong = SHOWN_CHARS
-
-
-def show_value(value: Any, limit: int = SHOWN_CHARS) -> str:
-    """``repr(value)`` for an error message: at most ``limit`` characters, ``…`` where it was cut.
-
-    Bounded in time and memory too: a nested or self-referencing value is not expanded.
-    """
-    return shorten(_REPR.repr(value), limit)
+    return validation_problem(e, where="config")
 
 
 def _show_path(path: str | Path) -> str:
@@ -297,17 +281,18 @@ def _read_text(path: Path) -> str:
     if is_dir:
         raise ConfigError(f"{shown}: is a folder, not an experiment YAML file")
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)  # never more, whatever the file claims (/dev/zero)
+        data = read_bounded(path, MAX_FILE_BYTES)  # never more, whatever the file claims (/dev/zero)
+    except FileTooLarge:
+        raise ConfigError(
+            f"{shown}: is larger than {MAX_FILE_BYTES // 2**20} MiB; an experiment file is a short YAML mapping"
+        ) from None
     except FileNotFoundError:
         raise ConfigError(f"{shown}: no such experiment file") from None
+    except NotRegularFile as e:
+        raise ConfigError(f"{shown}: {e.strerror}; give an experiment YAML file") from None
     except (OSError, ValueError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise ConfigError(f"{shown}: cannot read ({shorten(why, 120)})") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise ConfigError(
-            f"{shown}: is larger than {MAX_FILE_BYTES // 2**20} MiB; an experiment file is a short YAML mapping"
-        )
     if b"\x00" in data:
         raise ConfigError(f"{shown}: is a binary file (NUL bytes), not YAML text")
     try:

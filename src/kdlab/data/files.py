@@ -10,7 +10,6 @@ with its line and byte offset.
 from __future__ import annotations
 
 import errno
-import os
 import re
 import stat
 from collections.abc import Iterator
@@ -19,29 +18,13 @@ from typing import BinaryIO
 
 from kdlab.errors import DataError
 from kdlab.errors import shorten as cut
+from kdlab.reading import NotRegularFile, kind_of, open_regular
 
 MAX_LINE_BYTES = 16 * 2**20
 """The longest line (a CSV/TSV row's physical line, a JSONL object, a ``kdlab predict`` text) and
 the largest aclImdb review file: 16 MiB, over a thousand times the longest IMDB review."""
 
 _LONE_CR = re.compile(r"(?<=\r)(?!\n)")  # classic Mac line ends: split after a CR not followed by LF
-
-
-class NotRegularFile(OSError):
-    """The path exists but is a folder, FIFO, device or socket."""
-
-
-def kind_of(mode: int) -> str:
-    """``'a folder'``, ``'a FIFO (named pipe)'``, ... for a ``st_mode``."""
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a regular file"
 
 
 def special_kind(path: Path) -> str | None:
@@ -51,25 +34,6 @@ def special_kind(path: Path) -> str | None:
     except (OSError, ValueError):
         return None
     return None if stat.S_ISREG(mode) or stat.S_ISDIR(mode) else kind_of(mode)
-
-
-def open_regular(path: Path) -> BinaryIO:
-    """Open a regular file for binary reading; anything else raises :class:`NotRegularFile`.
-
-    The open itself never blocks (``O_NONBLOCK``: a FIFO without a writer opens at once and is
-    then refused); the usual :class:`OSError`\\ s (missing, permission, symlink loop) pass through.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            code = errno.EISDIR if stat.S_ISDIR(mode) else errno.EINVAL
-            raise NotRegularFile(code, f"is {kind_of(mode)}, not a regular file", str(path))
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def cannot_open(path: Path, e: OSError, what: str = "data.path") -> DataError:
