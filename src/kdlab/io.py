@@ -3,7 +3,7 @@
 Every file kdlab writes goes to a temporary file in the same folder and is renamed into place,
 so a crash or a full disk leaves either the old file or the new one, never half of one.
 Weights are stored as safetensors; loading never unpickles (``torch.load(weights_only=True)``
-for ``.pt`` files).
+for ``.pt`` / ``.pth`` / ``.bin`` files).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -212,8 +212,56 @@ def dtype_name(dtype: torch.dtype) -> str:
     return SAFETENSORS_DTYPES.get(dtype, str(dtype).removeprefix("torch."))
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Read weights from ``.safetensors`` or a weights-only ``.pt``/``.pth``; never unpickles objects."""
+TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+"""Weights files read with ``torch.load(weights_only=True)``; ``.safetensors`` are read by safetensors."""
+
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+"""Key prefixes a training wrapper adds to every key: DDP / DataParallel's ``module.``, torch.compile's
+``_orig_mod.``; stripped from a checkpoint whose every key carries one."""
+
+
+def _nested_state(obj: Any) -> Any:
+    """A checkpoint's state dict: ``obj`` itself when it maps names to tensors, else the dict under
+    ``state_dict`` or ``model`` (a training script's ``{"model": ..., "optimizer": ..., "epoch": ...}``)."""
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                return obj[key]
+    return obj
+
+
+def strip_wrapper_prefixes(
+    state: dict[str, torch.Tensor], own: Collection[str] | None = None
+) -> dict[str, torch.Tensor]:
+    """``state`` without the :data:`WRAPPER_PREFIXES` that every one of its keys carries (repeatedly:
+    ``module._orig_mod.``), so a DDP or compiled model's checkpoint loads into the plain model. A prefix
+    that every key of the model's own state dict ``own`` carries too is the model's and is kept."""
+    while state:
+        prefix = next(
+            (
+                p
+                for p in WRAPPER_PREFIXES
+                if all(k.startswith(p) for k in state) and not (own and all(k.startswith(p) for k in own))
+            ),
+            None,
+        )
+        if prefix is None:
+            break
+        state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def read_state_dict(path: Path, *, own: Collection[str] | None = None) -> dict[str, torch.Tensor]:
+    """Read weights from ``.safetensors`` or a weights-only ``.pt``/``.pth``/``.bin``; never unpickles objects.
+
+    A torch file is read with ``torch.load(weights_only=True, map_location="cpu")`` and may hold the
+    state dict itself or nest it under ``state_dict`` / ``model``; the DDP ``module.`` and
+    torch.compile ``_orig_mod.`` prefixes on every key are stripped (unless the keys ``own`` of the model
+    the weights are for carry them too: :func:`strip_wrapper_prefixes`). Anything else (a pickled whole
+    model, a dict of other values) is a one-line CheckpointError.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weights file")
@@ -225,18 +273,25 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError, RuntimeError, MemoryError) as e:
             raise CheckpointError(f"{path}: not a readable safetensors file ({e}); re-save or re-train it") from None
+    if path.suffix not in TORCH_SUFFIXES:
+        raise CheckpointError(
+            f"{path}: unknown weights file type '{path.suffix}'; give a .safetensors file or a state dict saved "
+            f"with torch.save as {', '.join(TORCH_SUFFIXES)}"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(
             f"{path}: refused or unreadable ({type(e).__name__}); only safetensors or weights-only "
-            "state dicts load (objects in a pickle are never executed)"
+            "state dicts load (objects in a pickle are never executed): save model.state_dict(), not the model"
         ) from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: does not hold a state dict of tensors")
-    return obj
+    obj = _nested_state(obj)
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(
+            f"{path}: does not hold a state dict of tensors (nor one under 'state_dict' or 'model'); "
+            "save model.state_dict()"
+        )
+    return strip_wrapper_prefixes({str(k): v for k, v in obj.items()}, own)
 
 
 def safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -300,10 +355,15 @@ def check_fit(
 
 
 def check_weights(model: nn.Module, path: Path, *, what: str = "model", convert_floats: bool = False) -> None:
-    """:func:`check_fit` of a ``.safetensors`` file from its header alone (``model`` may live on the
-    meta device): nothing is read or allocated unless the file fits. Other files are checked when loaded."""
+    """:func:`check_fit` of a weights file: a ``.safetensors`` file from its header alone (``model`` may
+    live on the meta device), so nothing is read or allocated unless the file fits; a ``.pt`` /
+    ``.pth`` / ``.bin`` state dict is loaded (weights only) and checked."""
     if Path(path).suffix == ".safetensors":
         check_fit(Path(path), safetensors_header(path), model, what=what, convert_floats=convert_floats)
+        return
+    state = read_state_dict(Path(path), own=list(model.state_dict()))
+    stored = {k: (dtype_name(v.dtype), tuple(v.shape)) for k, v in state.items()}
+    check_fit(Path(path), stored, model, what=what, convert_floats=convert_floats)
 
 
 def load_weights(model: nn.Module, path: Path, *, what: str = "model", convert_floats: bool = False) -> nn.Module:
@@ -311,8 +371,9 @@ def load_weights(model: nn.Module, path: Path, *, what: str = "model", convert_f
     says which (:func:`check_fit`), before any tensor of a ``.safetensors`` file is read.
     ``convert_floats``: accept another floating-point precision (a user's checkpoint, not a run's record)."""
     path = Path(path)
-    check_weights(model, path, what=what, convert_floats=convert_floats)  # a .safetensors file: its header
-    state = read_state_dict(path)
+    if path.suffix == ".safetensors":  # its header, before any tensor is read
+        check_weights(model, path, what=what, convert_floats=convert_floats)
+    state = read_state_dict(path, own=list(model.state_dict()))
     if path.suffix != ".safetensors":  # a .pt file can only be checked once loaded
         stored = {k: (dtype_name(v.dtype), tuple(v.shape)) for k, v in state.items()}
         check_fit(path, stored, model, what=what, convert_floats=convert_floats)

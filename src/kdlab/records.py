@@ -22,6 +22,7 @@ the vocabulary size, epochs) are that key's own bounds in :mod:`kdlab.config.sch
 
 from __future__ import annotations
 
+import errno
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -39,7 +40,7 @@ from pydantic import (
 )
 
 from kdlab.config.schema import DataConfig, DistillConfig, ExperimentConfig, StudentConfig
-from kdlab.errors import ConfigError, KdlabError
+from kdlab.errors import ConfigError, KdlabError, validation_problem
 
 MAX_RECORD_BYTES = 64 * 2**20
 """Largest JSON record (results.json, comparison.json, env.json, vocab.json, a checkpoint's JSON,
@@ -94,28 +95,25 @@ def read_record_bytes(
 ) -> bytes:
     """The bytes of ``path``; a file over ``limit`` bytes (``kind`` names what it should be) is
     refused before it is read."""
+    from kdlab.reading import FileTooLarge, NotRegularFile, read_bounded
+
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            size = _size(f.fileno())
-            if size > limit:
-                raise _fail(error, path, f"is {_mib(size)}; {kind} is at most {_mib(limit)}", hint)
-            data = f.read(limit + 1)  # never more, whatever the file system claims
+        return read_bounded(path, limit)
+    except FileTooLarge as e:
+        shown = (
+            f"is {_mib(e.size)}; {kind} is at most {_mib(limit)}"
+            if e.size is not None
+            else (f"is larger than {_mib(limit)}; {kind} is at most that")
+        )
+        raise _fail(error, path, shown, hint) from None
     except FileNotFoundError:
         raise _fail(error, path, "no such file", hint) from None
-    except IsADirectoryError:
-        raise _fail(error, path, "is a folder, not a file", hint) from None
+    except (IsADirectoryError, NotRegularFile) as e:
+        what = "is a folder, not a file" if e.errno == errno.EISDIR else f"{e.strerror}"
+        raise _fail(error, path, what, hint) from None
     except OSError as e:
         raise _fail(error, path, f"unreadable ({e.strerror or e})", hint) from None
-    if len(data) > limit:
-        raise _fail(error, path, f"is larger than {_mib(limit)}; {kind} is at most that", hint)
-    return data
-
-
-def _size(fd: int) -> int:
-    import os
-
-    return os.fstat(fd).st_size
 
 
 def _mib(n: int) -> str:
@@ -173,14 +171,7 @@ def _deeper_than(obj: Any, limit: int) -> bool:
 
 def record_problem(e: ValidationError) -> str:
     """The first problem of a record's ValidationError as ``field.path: message (got value)``."""
-    from kdlab.config.load import show_value
-
-    err = e.errors(include_url=False)[0]
-    loc = ".".join(str(p)[:60] for p in err["loc"])
-    msg = re.sub(r" or instance of \w+", "", str(err["msg"]).removeprefix("Value error, "))[:300]
-    got = err.get("input")
-    shown = "" if err["type"] == "missing" or isinstance(got, dict) else f" (got {show_value(got)})"
-    return f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}"
+    return validation_problem(e)
 
 
 def check_record(
@@ -295,7 +286,7 @@ class DataRecord(Record):
 class ArmRecord(Record):
     """One arm of ``results.json`` ``arms``."""
 
-    model: Name
+    model: Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]  # a model spec: a factory file's absolute path
     test_accuracy: Fraction
     test_loss: Loss
     params: Count
@@ -336,6 +327,7 @@ class ResultsRecord(Record):
     performance: dict[str, Any] | None = None
     arms: dict[Name, ArmRecord] = Field(max_length=MAX_ARMS)
     methods: dict[Name, dict[str, Any]] | None = Field(None, max_length=MAX_ARMS)
+    inputs: dict[Literal["teacher", "student"], dict[str, Any]] | None = None
     comparison: ComparisonNote | None = None
     interrupted: dict[str, Any] | None = None
     failed: dict[str, Any] | None = None

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from clihelp import CliResult, assert_one_line_error
 
 from kdlab import __main__ as entry
 
@@ -38,7 +39,8 @@ def test_the_entry_runs_the_cli(how: str) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "digits" in proc.stdout
     bad = subprocess.run([*argv, "run", "no-such-preset"], capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    # a real interpreter's error: exit 2, one `error:` line, no traceback
+    assert_one_line_error(CliResult(bad.returncode, bad.stdout, bad.stderr), "neither a preset nor a YAML file")
 
 
 def test_the_entry_module_imports_nothing_heavy() -> None:

@@ -47,7 +47,10 @@ def test_precedence_defaults_yaml_set(tmp_path: Path) -> None:
         (["distill.temperature=0"], r"distill\.temperature: .*greater than (or equal to )?0"),
         (["train.lr=fast"], r"train\.lr: .*valid number"),
         (["device=tpu"], r"device: "),
-        (["teacher.epochs=0"], r"teacher\.epochs is 0 and the teacher has no weights to start from: set teacher\.checkpoint"),
+        (
+            ["teacher.epochs=0"],
+            r"teacher\.epochs is 0 and the teacher has no weights to start from: set teacher\.checkpoint",
+        ),
         (["nonsense"], r"expected key=value"),
     ],
 )

@@ -97,7 +97,9 @@ CASES: dict[str, Case] = {
     ),
     "--set name=[[[[ 50,000 deep": _set("name=" + "[" * 50_000 + "]" * 50_000, match=r"--set name: .*deeper than 50"),
     "file over 1 MiB": _file("# " + "x" * 2**20 + "\nname: big\n", r"exp\.yaml: is larger than 1 MiB"),
-    "/dev/zero as the experiment": _target("/dev/zero", r"/dev/zero: is a device, not a regular file; give an experiment"),
+    "/dev/zero as the experiment": _target(
+        "/dev/zero", r"/dev/zero: is a device, not a regular file; give an experiment"
+    ),
     "binary file": _file(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 10, r"exp\.yaml: is a binary file"),
     "not UTF-8": _file("name: caf\xe9\n".encode("latin-1"), r"exp\.yaml: is not UTF-8 text \(byte 0xe9 at offset 9\)"),
     "integer of 5,000 digits": _file("seed: " + "9" * 5000 + "\n", r"exp\.yaml: an integer with thousands of digits"),

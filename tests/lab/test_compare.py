@@ -130,7 +130,9 @@ def test_method_specs_and_seed_counts_are_validated() -> None:
 
 def test_method_settings_take_yaml_mappings_and_lists() -> None:
     """``-m 'fitnet:feature_pairs={a: b}'``: a colon or comma inside braces belongs to the value."""
-    specs = parse_methods("kd,fitnet:feature_pairs={layer1.0: layer2, conv: body.3}:feature_weight=2,dkd", DistillConfig())
+    specs = parse_methods(
+        "kd,fitnet:feature_pairs={layer1.0: layer2, conv: body.3}:feature_weight=2,dkd", DistillConfig()
+    )
     assert [s.distill.method for s in specs] == ["kd", "fitnet", "dkd"]
     fitnet = specs[1].distill
     assert fitnet.feature_pairs == {"layer1.0": "layer2", "conv": "body.3"}
@@ -214,25 +216,6 @@ def test_cli_compare_prints_table_and_keeps_results_when_the_report_fails(
     comp = json.loads((folder / "comparison.json").read_text())
     assert comp["status"] == "complete" and comp["arms"]["kd"]["n"] == 1
     assert not (folder / "report.html").exists()
-
-
-def test_cli_run_records_new_metrics_and_writes_the_report(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from kdlab import cli
-
-    sets = [a for s in TINY for a in ("--set", s)]
-    monkeypatch.setattr(sys, "argv", ["kdlab", "run", "digits", *sets, "--out", str(tmp_path), "-q"])
-    cli.main()
-    (run_dir,) = tmp_path.iterdir()
-    assert (run_dir / "report.html").is_file() and (run_dir / "plots" / "tradeoff.png").is_file()
-    assert (run_dir / "plots" / "accuracy.png").is_file()  # the run's own plot is still written
-    res = json.loads((run_dir / "results.json").read_text())
-    assert list(res["arms"]) == ["teacher", "scratch", "distilled"]
-    for arm in res["arms"].values():
-        assert {"ece", "confusion_matrix", "latency_ms_per_sample", "latency_ms_per_batch32"} <= set(arm)
-    assert {"teacher_agreement", "kl_to_teacher"} <= set(res["arms"]["distilled"])
-    assert res["status"] == "complete" and (run_dir / "student-distilled.safetensors").is_file()
 
 
 def test_teacher_checkpoint_is_loaded_not_trained(comparison: Path, tmp_path: Path) -> None:

@@ -31,13 +31,6 @@ def test_tensorboard_event_files_hold_the_history_values(tmp_path, capsys) -> No
         assert [e.value for e in events] == [np.float32(r["val_accuracy"]) for r in rows]
 
 
-def test_without_the_key_no_tensorboard_folder(tmp_path, capsys) -> None:
-    res = run_cli(["run", "digits", "--out", str(tmp_path), *TINY], capsys)
-    assert res.code == 0, res.err
-    (run,) = tmp_path.iterdir()
-    assert not (run / "tensorboard").exists()
-
-
 def test_a_bad_log_value_is_one_line_naming_the_key(tmp_path, capsys) -> None:
     res = run_cli(["run", "digits", "--out", str(tmp_path), *TINY, "--set", "train.log=[wandb]"], capsys)
     assert res.code == 2

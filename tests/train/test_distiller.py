@@ -60,10 +60,7 @@ def test_keyword_only_and_identity_checks(tiny_pair) -> None:
         Distiller(teacher=teacher, student=nn.Sequential(nn.Flatten(), shared[0]))
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [({"alpha": 1.2}, "alpha"), ({"alpha": -0.1}, "alpha"), ({"temperature": 0}, "temperature")],
-)
+@pytest.mark.parametrize(("kwargs", "match"), [({"alpha": 1.2}, "alpha"), ({"alpha": -0.1}, "alpha")])
 def test_bad_hyperparameters_rejected(tiny_pair, kwargs, match) -> None:
     teacher, student = tiny_pair
     with pytest.raises(ConfigError, match=match):

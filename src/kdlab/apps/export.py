@@ -9,6 +9,9 @@ The file stands alone: its ``metadata_props`` (:data:`METADATA_KEYS`, ``docs/rep
 class names, the input shape and the preprocessing ``kdlab predict`` applies to raw inputs (for
 text runs the whole vocabulary), so ``kdlab predict MODEL.onnx INPUTS…`` needs no run folder.
 Needs the optional packages of ``kdlab[onnx]`` (onnx, onnxruntime, onnxscript).
+
+``--format hf`` (:func:`export_hf`) writes an ``hf:`` arm as a Hugging Face ``save_pretrained``
+folder instead, with its tokenizer or image processor, checked after ``from_pretrained``.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from kdlab.io import make_temp
 from kdlab.runs import read_config
 from kdlab.version import __version__
 
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "hf")
 PARITY_ATOL = 1e-4
 """Largest |ONNX − PyTorch| logit difference accepted (float32 kernels differ in summation order)."""
 
@@ -246,3 +249,181 @@ def export_onnx(run_dir: Path, *, arm: str = "distilled", out: Path | None = Non
     if not diff <= PARITY_ATOL:
         raise KdlabError(f"{path}: ONNX output differs from PyTorch by {diff:.2e} (> {PARITY_ATOL:g}); do not use it")
     return ExportResult(path=path, arm=arm, max_abs_diff=diff)
+
+
+# ---------------------------------------------------------------------------------------------- --format hf
+HF_PARITY_ATOL = 1e-4
+"""Largest |reloaded − kdlab| logit difference accepted for a ``--format hf`` folder."""
+
+
+@dataclass(frozen=True)
+class HFExportResult:
+    path: Path
+    arm: str
+    max_abs_diff: float
+    """max |from_pretrained(path) logits − kdlab logits| over the parity batch (data order)."""
+    preprocessing: str
+    """``tokenizer``, ``image processor`` or ``none`` (what was written beside the model)."""
+
+
+def _arm_view(run: LoadedRun, arm: str) -> Any:
+    """``<teacher|student>.input`` of the run's resolved config: the view the arm was trained on."""
+    mc = run.config.teacher if arm == "teacher" else run.config.student
+    return mc.input
+
+
+def _data_order_model(wrapper: Any, classes: list[str]) -> Any:
+    """A copy of the wrapped Hugging Face model whose output ``j`` is ``classes[j]``: the classifier's
+    output rows reordered when the wrapper reorders its logits, and ``id2label`` = the data's classes.
+    When the output layer cannot be found the rows stay, and ``id2label`` names each row's class."""
+    import copy
+
+    from kdlab.models.from_hf import head_linear
+
+    model = copy.deepcopy(wrapper.model).cpu().eval()
+    order = wrapper.data_order()  # order[j] = the model's own row for class j
+    names = {row: classes[j] for j, row in enumerate(order)}
+    if order != list(range(len(order))):
+        head = head_linear(model, len(order))
+        if head is not None:
+            with torch.no_grad():
+                head.weight.copy_(head.weight[order].clone())
+                if head.bias is not None:
+                    head.bias.copy_(head.bias[order].clone())
+            names = dict(enumerate(classes))
+    model.config.id2label = {i: names[i] for i in range(len(order))}
+    model.config.label2id = {name: i for i, name in model.config.id2label.items()}
+    return model
+
+
+def _hf_parity_inputs(wrapper: Any, view: Any, tokenizer: Any, n: int = 8) -> torch.Tensor:
+    """A fixed batch the parity check runs: token ids of the tokenizer's vocabulary at the view's
+    length (some rows padded), or pixels of the view's shape."""
+    gen = torch.Generator().manual_seed(0)
+    if wrapper.kind == "text":
+        length = int(view.max_length or 16)
+        vocab = int(getattr(wrapper.model.config, "vocab_size", 0) or len(tokenizer))
+        ids = torch.randint(1, max(vocab, 2), (n, length), generator=gen)
+        pad = wrapper.pad_token_id
+        if pad is not None:
+            for i in range(n):
+                ids[i, length - i * length // (2 * n) :] = pad
+        return ids
+    cfg = wrapper.model.config
+    channels = int(view.channels or getattr(cfg, "num_channels", 3))
+    size = int(view.image_size or getattr(cfg, "image_size", 32))
+    return torch.rand((n, channels, size, size), generator=gen)
+
+
+def export_hf(run_dir: Path, *, arm: str = "distilled", out: Path | None = None) -> HFExportResult:
+    """Write ``arm`` of ``run_dir`` as a Hugging Face ``save_pretrained`` folder and check it.
+
+    The folder holds the model with the run's trained weights (``model.safetensors``), ``id2label``
+    = the data's classes in the data's order (the classifier rows reordered when the model's own
+    labels were in another order), and the tokenizer the arm read (text: ``<arm>.input.tokenizer`` of
+    config.resolved.yaml, its ``model_max_length`` set to the arm's ``max_length``) or the image
+    processor of the model's folder with the arm's size / mean / std (images). It is written to a
+    temporary folder beside ``out`` and renamed into place; an existing export at ``out`` is replaced.
+    The folder is then loaded with ``AutoModelFor….from_pretrained`` and its logits compared with
+    kdlab's on a fixed batch (:data:`HF_PARITY_ATOL`).
+
+    Args:
+        run_dir: a run folder (or a comparison's ``seed-<s>`` folder).
+        arm: an arm whose model is an ``hf:`` spec.
+        out: the folder to write (default ``<run_dir>/export/<arm>-hf``).
+
+    Raises:
+        KdlabError: the arm is not an ``hf:`` model, a text arm that reads kdlab's vocabulary instead
+            of a tokenizer, ``out`` is something other than an earlier export, or outputs differ.
+    """
+    import shutil
+    import tempfile
+
+    from kdlab.lab.compare import refuse_comparison_folder
+    from kdlab.models.from_hf import HFClassifier, quiet_transformers
+
+    run_dir = Path(run_dir)
+    refuse_comparison_folder(run_dir, "export", arm=arm)
+    run = load_run(run_dir, arms=[arm])
+    wrapper = run.models[arm]
+    spec = str(run.results["arms"][arm].get("model") or "")
+    if not isinstance(wrapper, HFClassifier):
+        raise KdlabError(
+            f"--format hf: arm '{arm}' is '{spec}', not an hf: model; export it with --format onnx instead"
+        )
+    view = _arm_view(run, arm)
+    if wrapper.kind == "text" and view.tokenizer is None:
+        raise KdlabError(
+            f"--format hf: arm '{arm}' ('{spec}') reads kdlab's vocabulary ids, which no Hugging Face tokenizer "
+            "reproduces; export it with --format onnx instead"
+        )
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", arm)
+    path = Path(out) if out is not None else run_dir / "export" / f"{safe}-hf"
+    if path.exists() and not (path.is_dir() and (not any(path.iterdir()) or (path / "config.json").is_file())):
+        raise KdlabError(f"--out: {path} exists and is not an earlier model export; choose another folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = _data_order_model(wrapper, run.classes)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    old: Path | None = None
+    try:
+        with quiet_transformers() as transformers:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer = None
+            if wrapper.kind == "text":
+                tokenizer = transformers.AutoTokenizer.from_pretrained(view.tokenizer, trust_remote_code=False)
+                if view.max_length:
+                    tokenizer.model_max_length = int(view.max_length)
+                tokenizer.save_pretrained(tmp)
+                written = "tokenizer"
+            elif (Path(wrapper.source) / "preprocessor_config.json").is_file():
+                processor = transformers.AutoImageProcessor.from_pretrained(wrapper.source, trust_remote_code=False)
+                if view.image_size:
+                    processor.size = {"height": int(view.image_size), "width": int(view.image_size)}
+                    if getattr(processor, "do_center_crop", False):
+                        processor.crop_size = dict(processor.size)
+                if view.mean is not None and view.std is not None:
+                    processor.image_mean, processor.image_std = list(view.mean), list(view.std)
+                processor.save_pretrained(tmp)
+                written = "image processor"
+            else:
+                written = "none"
+        if path.exists():  # an earlier export: moved aside, replaced, then removed
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    diff = _check_hf_export(path, wrapper, view, tokenizer, run.classes)
+    return HFExportResult(path=path, arm=arm, max_abs_diff=diff, preprocessing=written)
+
+
+def _check_hf_export(path: Path, wrapper: Any, view: Any, tokenizer: Any, classes: list[str]) -> float:
+    """max |from_pretrained(path) − kdlab| over :func:`_hf_parity_inputs`, the exported outputs taken
+    by their ``id2label`` names in the data's class order."""
+    from kdlab.models.from_hf import quiet_transformers
+
+    x = _hf_parity_inputs(wrapper, view, tokenizer)
+    with quiet_transformers() as transformers:
+        auto = (
+            transformers.AutoModelForSequenceClassification
+            if wrapper.kind == "text"
+            else transformers.AutoModelForImageClassification
+        )
+        loaded = auto.from_pretrained(path, trust_remote_code=False).eval()
+    with torch.no_grad():
+        want = wrapper.cpu().eval()(x).float()
+        if wrapper.kind == "text":
+            mask = torch.ones_like(x) if wrapper.pad_token_id is None else (x != wrapper.pad_token_id).long()
+            got = loaded(input_ids=x, attention_mask=mask).logits.float()
+        else:
+            got = loaded(pixel_values=x).logits.float()
+    if got.shape != want.shape:
+        raise KdlabError(f"{path}: the exported model gives {list(got.shape)} logits, kdlab {list(want.shape)}")
+    got = got[:, [int(loaded.config.label2id[c]) for c in classes]]
+    diff = float((got - want).abs().max())
+    if not diff <= HF_PARITY_ATOL:
+        raise KdlabError(f"{path}: the exported model's logits differ from kdlab's by {diff:.2e}; do not use it")
+    return diff

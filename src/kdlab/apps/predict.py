@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from kdlab.config.schema import ExperimentConfig
+from kdlab.data import views
 from kdlab.data.files import NotRegularFile, TextLines, cannot_open, kind_of, open_regular
 from kdlab.data.images import ImageTooLarge, decode_image
 from kdlab.data.text import VOCAB_FILE, Vocab, load_vocab
@@ -105,11 +106,38 @@ class LoadedRun:
             raise KdlabError(f"{self.path}: has no weights for arm '{arm}' (arms: {', '.join(self.models) or 'none'})")
         return self.models[arm]
 
-    def encode(self, inputs: Sequence[str]) -> Tensor:
-        """Texts -> ``[N, max_len]`` token ids (text runs); image paths -> ``[N, C, H, W]`` floats in [0, 1]."""
+    def encode(self, inputs: Sequence[str], *, arm: str = "distilled") -> Tensor:
+        """Texts -> ``[N, max_len]`` token ids (text runs); image paths -> ``[N, C, H, W]`` floats in [0, 1]
+        — as the model of ``arm`` saw its inputs in training: an arm whose model had its own view
+        (``results.json`` ``inputs``: an HF tokenizer, another image size or normalisation) gets that view."""
+        view = self.view(arm)
+        if view is not None and view.kind == "text":
+            return views.encode_texts(view, list(inputs), self.vocab)
+        if view is not None:
+            assert view.image_size is not None
+            pixels = load_images([Path(p) for p in inputs], (self.input_shape[0], view.image_size, view.image_size))
+            return views.normalise(view, pixels)
         if self.vocab is not None:
             return self.vocab.encode(list(inputs))
         return load_images([Path(p) for p in inputs], self.input_shape)
+
+    def view(self, arm: str) -> views.View | None:
+        """The view of the model of ``arm`` when it differs from the data's (teacher: ``inputs.teacher``,
+        every student arm: ``inputs.student``), else None."""
+        rec = (self.results.get("inputs") or {}).get("teacher" if arm == "teacher" else "student")
+        if rec is None:
+            return None
+        try:
+            view = views.from_record(rec)
+        except ValueError as e:
+            raise KdlabError(f"{self.path / RESULTS_FILE}: inputs of arm '{arm}': {e}; {DAMAGED}") from None
+        if view.kind == "text":
+            same = view.tokenizer is None and (view.max_length,) == tuple(self.input_shape)
+        else:
+            c = view.channels
+            same = (c, view.image_size, view.image_size) == tuple(self.input_shape)
+            same = same and view.mean == (0.0,) * (c or 0) and view.std == (1.0,) * (c or 0)
+        return None if same else view
 
     @torch.no_grad()
     def predict(self, inputs: Sequence[str], *, arm: str = "distilled") -> list[Prediction]:
@@ -118,7 +146,7 @@ class LoadedRun:
         out: list[Prediction] = []
         for start in range(0, len(inputs), BATCH):
             chunk = list(inputs[start : start + BATCH])
-            probs = softmax_probs(model(self.encode(chunk)))
+            probs = softmax_probs(model(self.encode(chunk, arm=arm)))
             for text, row in zip(chunk, probs.tolist(), strict=True):
                 best = int(np.argmax(row))
                 out.append(Prediction(text, self.classes[best], row[best], dict(zip(self.classes, row, strict=True))))
@@ -167,15 +195,25 @@ def load_run(path: str | Path, *, arms: Sequence[str] | None = None) -> LoadedRu
             if arms:
                 run.model(arm)  # raises the one-line "not an arm" / "no weights" error
             continue
+        view = run.view(arm)  # a model with its own view was built for that view's input
         run.models[arm] = arm_model(
             str(info.get("model") or (config.teacher.model if arm == "teacher" else config.student.model)),
             weights,
             arm=arm,
             num_classes=len(classes),
-            input_shape=shape,
-            vocab_size=len(vocab) if vocab else None,
+            input_shape=view.input_shape() if view is not None else shape,
+            vocab_size=_vocab_size(view, vocab),
+            classes=classes,
+            config=None if arm == "teacher" else dict(config.student.config),
+            run_dir=run_dir,
         )
     return run
+
+
+def _vocab_size(view: views.View | None, vocab: Vocab | None) -> int | None:
+    if view is not None and view.tokenizer is not None:
+        return len(views.load_tokenizer(view.tokenizer, "inputs.tokenizer"))
+    return len(vocab) if vocab else None
 
 
 def arm_model(
@@ -186,17 +224,36 @@ def arm_model(
     num_classes: int,
     input_shape: Sequence[int],
     vocab_size: int | None,
+    classes: Sequence[str] | None = None,
+    config: dict[str, Any] | None = None,
+    run_dir: Path | None = None,
 ) -> nn.Module:
-    """Rebuild the registered model ``name`` sized as recorded and load an arm's weights (eval mode, CPU)."""
+    """Rebuild the model spec ``name`` sized as recorded and load an arm's weights (eval mode, CPU).
+
+    Never with pretrained weights (the arm's own are loaded). A spec read from the run folder
+    ``run_dir`` that names code inside that folder, or a factory file by a relative path, is refused
+    before anything is imported (:func:`kdlab.models.specs.check_recorded`). ``config``: the
+    ``student.config`` overrides an ``hf:`` student was built with."""
+    from kdlab.models.specs import check_recorded, parse_spec
+
     what = f"{arm} '{name}'"
-    try:
-        with torch.device("meta"):  # the architecture without its memory: any recorded size costs nothing
-            skeleton = create_model(name, num_classes=num_classes, input_shape=input_shape, vocab_size=vocab_size)
-    except (RuntimeError, NotImplementedError):  # a model that cannot be built on the meta device
-        skeleton = None
-    if skeleton is not None:
-        check_weights(skeleton, weights, what=what)  # a file that does not fit is refused before allocating
-    model = create_model(name, num_classes=num_classes, input_shape=input_shape, vocab_size=vocab_size)
+    key = f"{'teacher' if arm == 'teacher' else 'student'}.model"
+    if run_dir is not None:
+        check_recorded(name, run_dir=run_dir, key=key)
+    options: dict[str, Any] = dict(
+        num_classes=num_classes, input_shape=input_shape, vocab_size=vocab_size, classes=classes, key=key
+    )
+    if config:
+        options["config"] = config
+    if parse_spec(name, key=key).kind == "registered":  # timm, hf and the user's code are built once, for real
+        try:
+            with torch.device("meta"):  # the architecture without its memory: any recorded size costs nothing
+                skeleton = create_model(name, **options)
+        except (RuntimeError, NotImplementedError):  # a model that cannot be built on the meta device
+            skeleton = None
+        if skeleton is not None:
+            check_weights(skeleton, weights, what=what)  # a file that does not fit is refused before allocating
+    model = create_model(name, **options)
     load_weights(model, weights, what=what)
     return model.eval()
 

@@ -140,7 +140,7 @@ def presets() -> None:
 
 @app.command()
 def models() -> None:
-    """List the registered models: name, parameters at the data's default shape, description."""
+    """List the registered models (name, kind, parameters, description) and the other model specs."""
     from kdlab.models.registry import print_models
 
     print_models(console)
@@ -229,19 +229,35 @@ def report(
 @app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(help="a run folder, or a comparison's seed-<s> folder")],
-    format_: Annotated[str, typer.Option("--format", "-f", help="export format: onnx")] = "onnx",
+    format_: Annotated[
+        str, typer.Option("--format", "-f", help="onnx, or hf (a save_pretrained folder of an hf: model)")
+    ] = "onnx",
     arm: Annotated[str, typer.Option("--arm", help=ARM_HELP)] = "distilled",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="default RUN_DIR/export/ARM.onnx")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="default RUN_DIR/export/ARM.onnx (hf: RUN_DIR/export/ARM-hf)")
+    ] = None,
 ) -> None:
-    """Export a trained network to ONNX and check onnxruntime's output against PyTorch's."""
-    from kdlab.apps.export import FORMATS, PARITY_ATOL, export_onnx
+    """Export a trained network to ONNX (checked against PyTorch with onnxruntime), or an hf: model
+    as a Hugging Face save_pretrained folder with its tokenizer or image processor (checked against
+    kdlab after from_pretrained)."""
+    from kdlab.apps.export import FORMATS
     from kdlab.errors import ConfigError
 
     if format_ not in FORMATS:
         raise ConfigError(f"--format: unknown export format '{format_}' (known: {', '.join(FORMATS)})")
     from kdlab.lab.compare import refuse_comparison_folder
 
-    refuse_comparison_folder(run_dir, "export", arm=arm, after=["--out", str(out)] if out is not None else [])
+    after = (["--format", format_] if format_ != "onnx" else []) + (["--out", str(out)] if out is not None else [])
+    refuse_comparison_folder(run_dir, "export", arm=arm, after=after)
+    if format_ == "hf":
+        from kdlab.apps.export import HF_PARITY_ATOL, export_hf
+
+        hf = export_hf(run_dir, arm=arm, out=out)
+        diff = f"max |from_pretrained - kdlab| = {hf.max_abs_diff:.2e} <= {HF_PARITY_ATOL:g}"
+        console.print(f"exported {hf.arm}: {hf.path} (model + {hf.preprocessing}; {diff})")
+        return
+    from kdlab.apps.export import PARITY_ATOL, export_onnx
+
     result = export_onnx(run_dir, arm=arm, out=out)
     diff = f"max |onnx - torch| = {result.max_abs_diff:.2e} <= {PARITY_ATOL:g}"
     console.print(f"exported {result.arm}: {result.path} ({diff})")

@@ -102,7 +102,10 @@ class InputConfig(Section):
         None, min_length=1, max_length=4, description="images: per-channel std divided by (on pixels in [0, 1])"
     )
     channels: int | None = Field(
-        None, ge=1, le=4, description="images: channels this model takes (grey data is repeated to 3, RGB averaged to 1)"
+        None,
+        ge=1,
+        le=4,
+        description="images: channels this model takes (grey data is repeated to 3, RGB averaged to 1)",
     )
     tokenizer: Path | None = Field(
         None, description="text: a Hugging Face tokenizer folder (save_pretrained) encoding this model's inputs"
@@ -126,8 +129,8 @@ class TeacherConfig(Section):
     epochs: int = Field(8, ge=0, le=MAX_EPOCHS, description="training epochs; 0 only with weights to start from")
     checkpoint: Path | None = Field(
         None,
-        description="start from these weights: .safetensors, a weights-only .pt/.pth state dict (also under "
-        "state_dict / model, DDP's module. prefix stripped), or an hf: model's folder",
+        description="load the teacher's weights instead of training it: .safetensors, a weights-only .pt/.pth "
+        "state dict (also under state_dict / model, DDP's module. prefix stripped), or an hf: model's folder",
     )
     pretrained: bool = Field(
         False, description="timm: / hf: hub id: download the model's pretrained weights (needs a network)"
@@ -136,9 +139,7 @@ class TeacherConfig(Section):
 
 
 class StudentConfig(Section):
-    model: str = Field(
-        "lab-cnn-student", min_length=1, description=MODEL_SPEC_HELP + "; used by both student arms"
-    )
+    model: str = Field("lab-cnn-student", min_length=1, description=MODEL_SPEC_HELP + "; used by both student arms")
     epochs: int = Field(
         5, ge=1, le=MAX_EPOCHS, description="training epochs of the scratch and of the distilled student"
     )
@@ -314,4 +315,8 @@ class ExperimentConfig(Section):
             )
         if self.student.init_from_teacher and not (t.model.startswith("hf:") and self.student.model.startswith("hf:")):
             raise ValueError("student.init_from_teacher: needs hf: models for both teacher.model and student.model")
+        if self.student.init_from_teacher and self.student.checkpoint is not None:
+            raise ValueError(
+                "student.init_from_teacher and student.checkpoint both set the students' start: choose one"
+            )
         return self

@@ -11,7 +11,7 @@ import torch
 
 from kdlab.config.schema import DataConfig
 from kdlab.data.splits import stratified_split
-from kdlab.data.tensors import Split
+from kdlab.data.tensors import Source, Split
 from kdlab.errors import ConfigError, DataError
 from kdlab.registry import Registry
 
@@ -114,22 +114,23 @@ def subset_train(train: Split, limit: int, seed: int) -> Split:
     y = train.y.numpy()
     frac = limit / len(y)
     keep, _ = stratified_split(y, (frac, 1 - frac), seed=seed + 7, what="data.train_limit")
-    idx = torch.from_numpy(keep)
-    return Split(train.x[idx], train.y[idx])
+    return train.take(torch.from_numpy(keep))
 
 
-def three_way(x: torch.Tensor, y: np.ndarray, cfg: DataConfig, seed: int, what: str) -> tuple[Split, Split, Split]:
-    """Split one pool of samples into train / val / test with the configured fractions."""
+def three_way(
+    x: torch.Tensor, y: np.ndarray, cfg: DataConfig, seed: int, what: str, source: Source | None = None
+) -> tuple[Split, Split, Split]:
+    """Split one pool of samples (and their ``source``) into train / val / test with the configured fractions."""
     val_f, test_f = cfg.val_fraction, cfg.test_fraction
     tr, va, te = stratified_split(y, (1 - val_f - test_f, val_f, test_f), seed=seed, what=what)
-    yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
-    return tuple(Split(x[torch.from_numpy(i)], yt[torch.from_numpy(i)]) for i in (tr, va, te))  # type: ignore[return-value]
+    pool = Split(x, torch.from_numpy(np.asarray(y, dtype=np.int64)), source)
+    return tuple(pool.take(torch.from_numpy(i)) for i in (tr, va, te))  # type: ignore[return-value]
 
 
-def train_val(x: torch.Tensor, y: np.ndarray, cfg: DataConfig, seed: int, what: str) -> tuple[Split, Split]:
-    """Split a training pool into train / val, val taking ``val_fraction`` of the pool."""
+def train_val(
+    x: torch.Tensor, y: np.ndarray, cfg: DataConfig, seed: int, what: str, source: Source | None = None
+) -> tuple[Split, Split]:
+    """Split a training pool (and its ``source``) into train / val, val taking ``val_fraction`` of the pool."""
     tr, va = stratified_split(y, (1 - cfg.val_fraction, cfg.val_fraction), seed=seed, what=what)
-    yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
-    return Split(x[torch.from_numpy(tr)], yt[torch.from_numpy(tr)]), Split(
-        x[torch.from_numpy(va)], yt[torch.from_numpy(va)]
-    )
+    pool = Split(x, torch.from_numpy(np.asarray(y, dtype=np.int64)), source)
+    return pool.take(torch.from_numpy(tr)), pool.take(torch.from_numpy(va))

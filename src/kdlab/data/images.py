@@ -14,6 +14,7 @@ import os
 import struct
 import warnings
 import zlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -148,21 +149,73 @@ def load_image_folder(cfg: DataConfig, seed: int) -> DataBundle:
     if (root / "train").is_dir() and (root / "test").is_dir():
         classes = _class_names(root / "train")
         tr_x, tr_y, skipped = decode_folder(root / "train", classes, size, cfg)
+        tr_src = ImageFiles.of(root / "train", classes, cfg, skipped)
         te_x, te_y, sk_te = decode_folder(root / "test", classes, size, cfg)
+        te_src = ImageFiles.of(root / "test", classes, cfg, sk_te)
         skipped += sk_te
         if (root / "val").is_dir():
             va_x, va_y, sk_va = decode_folder(root / "val", classes, size, cfg)
+            va_src = ImageFiles.of(root / "val", classes, cfg, sk_va)
             skipped += sk_va
-            train, val = Split(tr_x, torch.from_numpy(tr_y)), Split(va_x, torch.from_numpy(va_y))
+            train = Split(tr_x, torch.from_numpy(tr_y), tr_src)
+            val = Split(va_x, torch.from_numpy(va_y), va_src)
         else:
-            train, val = train_val(tr_x, tr_y, cfg, seed, str(root))
-        test = Split(te_x, torch.from_numpy(te_y))
+            train, val = train_val(tr_x, tr_y, cfg, seed, str(root), source=tr_src)
+        test = Split(te_x, torch.from_numpy(te_y), te_src)
     else:
         classes = _class_names(root)
         x, y, skipped = decode_folder(root, classes, size, cfg)
-        train, val, test = three_way(x, y, cfg, seed, str(root))
+        train, val, test = three_way(x, y, cfg, seed, str(root), source=ImageFiles.of(root, classes, cfg, skipped))
     meta = {"source": str(root), "skipped_files": skipped}
     return DataBundle("image-folder", train, val, test, classes, (3, size, size), meta)
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """The image files behind a split's rows: row ``i`` was decoded from ``paths[rows[i]]``.
+
+    ``paths`` are the files of one decoded folder in decoding order (those that decoded), so
+    :meth:`decode` can decode the same files at another size with the data's own decoding
+    (:func:`decode_folder`, cached by size) and pick the split's rows from it.
+    """
+
+    root: Path
+    classes: tuple[str, ...]
+    cfg: DataConfig
+    paths: tuple[str, ...]
+    rows: torch.Tensor
+
+    @classmethod
+    def of(cls, root: Path, classes: list[str], cfg: DataConfig, skipped: list[str]) -> ImageFiles:
+        """Every decoded file of ``root`` (its listing less ``skipped``), one row each."""
+        gone = set(skipped)
+        paths = tuple(str(p) for p, _ in _list_files(root, classes) if str(p) not in gone)
+        return cls(root, tuple(classes), cfg, paths, torch.arange(len(paths)))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def take(self, idx: torch.Tensor) -> ImageFiles:
+        return replace(self, rows=self.rows[idx.to(self.rows.device)])
+
+    def decode(self, size: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 ``[N, 3, size, size]`` of this split's files (or of its rows ``rows`` only), decoded
+        from the originals as the data were (RGB, bilinear resize with Pillow)."""
+        if rows is not None and len(rows) <= 64:  # a few samples (a dry run): no need to decode the folder
+            out = np.empty((len(rows), 3, size, size), dtype=np.uint8)
+            for i, r in enumerate(self.rows[rows].tolist()):
+                try:
+                    out[i] = decode_image(Path(self.paths[r]), "RGB", (size, size)).transpose(2, 0, 1)
+                except Exception as e:
+                    raise DataError(f"{self.paths[r]}: cannot decode this image again ({type(e).__name__})") from None
+            return torch.from_numpy(out)
+        pool, _, _ = decode_folder(self.root, list(self.classes), size, self.cfg)
+        if len(pool) != len(self.paths):
+            raise DataError(
+                f"data.path: {self.root} changed while the run was starting ({len(self.paths)} images decoded, "
+                f"now {len(pool)}); start the run again"
+            )
+        return pool[self.rows if rows is None else self.rows[rows]]
 
 
 def _class_names(root: Path) -> list[str]:

@@ -42,16 +42,36 @@ class Split:
 
     x: Tensor
     y: Tensor
+    source: Source | None = None
+    """Where each row came from, for a model that sees the samples its own way
+    (:mod:`kdlab.data.views`): an image folder's files or a text set's raw texts. None: the rows of
+    ``x`` are themselves the source (pixels in [0, 1] once scaled, as digits and Fashion-MNIST keep them)."""
 
     def __post_init__(self) -> None:
         if len(self.x) != len(self.y):
             raise DataError(f"inputs and labels differ in length ({len(self.x)} vs {len(self.y)})")
+        if self.source is not None and len(self.source) != len(self.y):
+            raise DataError(f"inputs and their sources differ in length ({len(self.y)} vs {len(self.source)})")
 
     def __len__(self) -> int:
         return len(self.y)
 
     def to(self, device: torch.device | str) -> Split:
-        return Split(self.x.to(device), self.y.to(device))
+        return Split(self.x.to(device), self.y.to(device), self.source)
+
+    def take(self, idx: Tensor) -> Split:
+        """The rows ``idx`` (int64 indices) of inputs, labels and sources, in that order."""
+        return Split(self.x[idx], self.y[idx], None if self.source is None else self.source.take(idx))
+
+
+class Source(Protocol):
+    """The raw origin of a split's rows (file paths, texts), subset together with the rows."""
+
+    def __len__(self) -> int: ...
+
+    def take(self, idx: Tensor) -> Source:
+        """The sources of rows ``idx``, in that order."""
+        ...
 
 
 def prepare_inputs(x: Tensor) -> Tensor:

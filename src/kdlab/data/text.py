@@ -125,6 +125,20 @@ class Vocab:
         return cls(tuple(record.tokens), record.max_len)
 
 
+@dataclass(frozen=True)
+class Texts:
+    """The raw texts behind a text split's rows (row ``i`` encodes ``texts[i]``), kept so that a model
+    with its own tokenizer (:mod:`kdlab.data.views`) encodes the same samples its way."""
+
+    texts: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def take(self, idx: torch.Tensor) -> Texts:
+        return Texts(tuple(self.texts[i] for i in idx.tolist()))
+
+
 _COUNT_CHUNK = 1 << 22  # token ids counted per np.bincount (32 MiB of int64)
 
 

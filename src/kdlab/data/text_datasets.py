@@ -34,7 +34,7 @@ from kdlab.data.files import (
 )
 from kdlab.data.splits import stratified_split
 from kdlab.data.tensors import Split
-from kdlab.data.text import Vocab
+from kdlab.data.text import Texts, Vocab
 from kdlab.errors import DataError
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
@@ -226,7 +226,8 @@ def encode_splits(parts: dict[str, Corpus], classes: list[str], cfg: DataConfig,
         if unknown:
             raise DataError(f"{name}: {key} has labels not seen in train: {name_list(unknown, most=5)}")
         y = torch.tensor([index[label] for label in corpus.labels], dtype=torch.int64)
-        splits[key] = Split(train_x if key == "train" else vocab.encode(corpus.texts), y)
+        x = train_x if key == "train" else vocab.encode(corpus.texts)
+        splits[key] = Split(x, y, Texts(tuple(corpus.texts)))  # the raw texts, for a model with its own tokenizer
     skipped = [s for c in parts.values() for s in c.skipped]
     meta = {**meta, "skipped_files": skipped, "vocab": vocab, "vocab_size": len(vocab), "max_len": cfg.max_len}
     return DataBundle(name, splits["train"], splits["val"], splits["test"], classes, (cfg.max_len,), meta)

@@ -290,6 +290,12 @@ def _check_resumable(comp_dir: Path, cfg: ExperimentConfig) -> None:
         raise KdlabError(f"--resume {comp_dir}: not a comparison folder (no {COMPARISON_FILE}); give one to resume")
     stored = read_config(comp_dir, hint=COMPARISON_DAMAGED).model_dump(mode="json")
     current = cfg.model_dump(mode="json")
+    for who in ("teacher", "student"):
+        # config.resolved.yaml holds each model's resolved view (from the model or the data); a key
+        # the experiment leaves empty resolves the same way again, so only set keys are compared.
+        for key, value in current[who]["input"].items():
+            if value is None:
+                stored[who]["input"][key] = None
     diff = _first_difference(stored, current, ignore={"seed", "out"})
     if diff is not None:
         raise KdlabError(

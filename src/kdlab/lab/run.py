@@ -21,7 +21,7 @@ import contextlib
 import copy
 import sys
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from kdlab.config.schema import DistillConfig, ExperimentConfig
+from kdlab.data import views
 from kdlab.data.bundle import DataBundle, build_data, check_keys
 from kdlab.data.tensors import Loader, Split, TensorLoader, as_loader, prepare_inputs
 from kdlab.data.text import save_vocab
@@ -45,7 +46,7 @@ from kdlab.lab.recovery import (
     read_history_rows,
     resume_command,
 )
-from kdlab.lab.runtime import Runtime
+from kdlab.lab.runtime import Runtime, TeacherInputs
 from kdlab.models.registry import count_params, create_model
 from kdlab.runs import (  # noqa: F401 - the run folder's names, kept importable from here
     ARMS,
@@ -135,7 +136,7 @@ def _run_lab(
             else create_run_dir(rt.out_dir(out if out is not None else cfg.out), cfg.name)
         )
         try:
-            write_config(run_dir, cfg.model_dump(mode="json"))
+            write_config(run_dir, resolved_config(cfg, data))  # with each model's resolved input
         except OSError:
             with contextlib.suppress(OSError):
                 run_dir.rmdir()  # still empty: a full disk at the first write leaves no folder behind
@@ -196,27 +197,67 @@ def check_inputs(
         check_keys(cfg.data)
     if "tensorboard" in cfg.train.log:  # a missing package is refused before a run folder exists
         _summary_writer_class()
+    _record_specs(cfg, new_run=new_run)
     data = build_data(cfg.data, cfg.seed)
-    for model_name in (cfg.teacher.model, cfg.student.model):
-        create_model(
+    inputs = resolve_inputs(cfg, data)  # each model's view of the samples (data.meta["inputs"])
+    sized = {who: views.shaped(own_view(inputs, who, data), data) for who in ("teacher", "student")}
+    built: dict[str, nn.Module] = {}
+    for who, model_name in (("teacher", cfg.teacher.model), ("student", cfg.student.model)):
+        model = built[who] = create_model(
             model_name,
             num_classes=data.num_classes,
-            input_shape=data.input_shape,
-            vocab_size=data.meta.get("vocab_size"),
+            input_shape=sized[who].input_shape,
+            vocab_size=sized[who].meta.get("vocab_size"),
+            **model_options(cfg, who, data),
         )
-    if cfg.teacher.checkpoint is not None:
-        probe = create_model(
-            cfg.teacher.model,
-            num_classes=data.num_classes,
-            input_shape=data.input_shape,
-            vocab_size=data.meta.get("vocab_size"),
-        )
-        load_weights(probe, cfg.teacher.checkpoint, what=f"teacher '{cfg.teacher.model}'", convert_floats=True)
+        checkpoint = cfg.teacher.checkpoint if who == "teacher" else cfg.student.checkpoint
+        if checkpoint is not None and not Path(checkpoint).is_dir():  # (an hf: model's folder is its own)
+            load_weights(model, checkpoint, what=f"{who} '{model_name}'", convert_floats=True)
+    if cfg.student.init_from_teacher:  # an unsupported pair or a different hidden size fails here
+        from kdlab.models.from_hf import init_from_teacher
+
+        init_from_teacher(built["student"], built["teacher"])
     for distill in (arms or {"distilled": cfg.distill}).values():
         # A cache that cannot be used is refused before any training, not after the teacher.
         teacher_cache.decide(distill.teacher_cache, objective=None, augment_random=cfg.train.augment.random)
         _check_distill(cfg.model_copy(update={"distill": distill}), data)
     return data
+
+
+def resolve_inputs(cfg: ExperimentConfig, data: DataBundle) -> dict[str, views.View | None]:
+    """Each model's full view of the samples (``teacher``, ``student``: config, else what the model
+    declares, else the data; :mod:`kdlab.data.views`), kept in ``data.meta["inputs"]``. A tokenizer
+    is loaded here, so a bad folder fails before a run folder exists."""
+    from kdlab.models.specs import declared_inputs
+
+    out: dict[str, views.View | None] = {}
+    for who, mc in (("teacher", cfg.teacher), ("student", cfg.student)):
+        declared = declared_inputs(
+            mc.model, pretrained=mc.pretrained, has_checkpoint=mc.checkpoint is not None, key=f"{who}.model"
+        )
+        view = views.resolve(mc.input, declared, data, key=who)
+        if view is not None and view.tokenizer is not None:
+            field_key = f"{who}.input.tokenizer" if view.origin.get("tokenizer") == "config" else f"{who}.model"
+            views.load_tokenizer(view.tokenizer, field_key)
+        out[who] = view
+    data.meta["inputs"] = out
+    return out
+
+
+def own_view(inputs: Mapping[str, views.View | None], who: str, data: DataBundle) -> views.View | None:
+    """``who``'s view when it differs from the data's own, else None (it sees the data tensors)."""
+    view = inputs.get(who)
+    return None if view is None or views.is_data_view(view, data) else view
+
+
+def resolved_config(cfg: ExperimentConfig, data: DataBundle) -> dict[str, Any]:
+    """``cfg`` as config.resolved.yaml records it: ``teacher.input`` / ``student.input`` hold every
+    field of the view each model used (:func:`resolve_inputs`)."""
+    out = cfg.model_dump(mode="json")
+    for who, view in (data.meta.get("inputs") or {}).items():
+        if view is not None:
+            out[who]["input"].update(view.values())
+    return out
 
 
 @dataclass
@@ -241,6 +282,10 @@ class LabSession:
     test_loader: TensorLoader
     val_loader: Loader | None
     teacher_outputs: dict[str, str] = field(default_factory=dict)
+    own_views: dict[str, views.View | None] = field(default_factory=dict)
+    """``teacher`` / ``student`` -> its own view of the samples, None when it sees the data's."""
+    seen: dict[str, tuple[DataBundle, dict[str, Split], TensorLoader, Loader | None]] = field(default_factory=dict)
+    """The views built so far (lazily, for a model whose view differs): data, placed splits, loaders."""
 
     @classmethod
     def open(
@@ -274,6 +319,11 @@ class LabSession:
             "performance": rt.record(),
             "arms": {},
         }
+        inputs = data.meta.get("inputs")
+        if inputs is None:
+            inputs = resolve_inputs(cfg, data)
+        if any(v is not None for v in inputs.values()):
+            fresh["inputs"] = {who: v.record() for who, v in inputs.items() if v is not None}
         results = continue_results(run_dir, fresh, WEIGHT_FILES) if resuming else fresh
         rows = read_history_rows(run_dir, set(results["arms"])) if resuming else []
         splits = rt.place({k: getattr(data, k) for k in ("train", "val", "test")})
@@ -281,9 +331,37 @@ class LabSession:
         # Built once for every arm: validation in eval_batch_size batches (an empty split: none).
         val, bs = splits["val"], cfg.train.eval_batch_size
         val_loader = as_loader(val, batch_size=bs, device=rt.device) if len(val) else None
-        return cls(
+        session = cls(
             cfg, data, run_dir, rt, progress, say, resuming, stop, results, rows, splits, test_loader, val_loader
         )
+        session.own_views = {who: own_view(inputs, who, data) for who in ("teacher", "student")}
+        if "inputs" in fresh and "inputs" not in results:  # a resumed run keeps the origins it recorded first
+            results["inputs"] = fresh["inputs"]
+        return session
+
+    @contextlib.contextmanager
+    def seeing(self, who: str) -> Iterator[None]:
+        """Within: ``data``, ``splits`` and the evaluation loaders are ``who``'s own view of the same
+        samples (same rows, labels and order; built once, on first use), so that model trains,
+        validates and is tested on its own inputs. Nothing changes for a model that sees the data's."""
+        view = self.own_views.get(who)
+        if view is None:
+            yield
+            return
+        if who not in self.seen:
+            self.say(f"{who}: its own inputs {view.values()}")
+            data = views.view_bundle(view, self.data)
+            splits = self.rt.place({k: getattr(data, k) for k in ("train", "val", "test")})
+            bs = self.cfg.train.eval_batch_size
+            test_loader = TensorLoader(splits["test"].x, splits["test"].y, batch_size=bs)
+            val_loader = as_loader(splits["val"], batch_size=bs, device=self.rt.device) if len(splits["val"]) else None
+            self.seen[who] = (data, splits, test_loader, val_loader)
+        saved = (self.data, self.splits, self.test_loader, self.val_loader)
+        self.data, self.splits, self.test_loader, self.val_loader = self.seen[who]
+        try:
+            yield
+        finally:
+            self.data, self.splits, self.test_loader, self.val_loader = saved
 
     def run(self, distilled: Mapping[str, DistillConfig] | None = None) -> None:
         """Train and record every arm not yet on record: the teacher, then scratch and the distilled
@@ -305,31 +383,53 @@ class LabSession:
     def write_results(self) -> None:
         write_results(self.run_dir, self.results)
 
-    def make(self, model_name: str, seed: int) -> nn.Module:
-        """A freshly initialised model on the run's device, its initial weights fixed by ``seed``."""
+    def make(self, model_name: str, seed: int, *, who: str = "student") -> nn.Module:
+        """A freshly initialised model on the run's device, its initial weights fixed by ``seed``.
+
+        ``who`` (``teacher`` / ``student``) picks the model's own view of the inputs and its settings:
+        ``<who>.pretrained`` weights (not for a teacher already on record), ``student.config``, and
+        ``student.checkpoint``, loaded here so that every student arm starts from it."""
+        cfg = self.cfg
         torch.manual_seed(seed)
-        vocab = self.data.meta.get("vocab_size")
+        sized = views.shaped(own_view(self.data.meta.get("inputs") or {}, who, self.data), self.data)
+        weights = not (who == "teacher" and "teacher" in self.done)
         model = create_model(
-            model_name, num_classes=self.data.num_classes, input_shape=self.data.input_shape, vocab_size=vocab
+            model_name,
+            num_classes=self.data.num_classes,
+            input_shape=sized.input_shape,
+            vocab_size=sized.meta.get("vocab_size"),
+            **model_options(cfg, who, self.data, weights=weights),
         )
+        checkpoint = cfg.student.checkpoint
+        if who == "student" and checkpoint is not None and not Path(checkpoint).is_dir():
+            load_weights(model, checkpoint, what=f"student '{model_name}'", convert_floats=True)
+            self.say(f"students: start from {checkpoint}")
         return self.rt.prepare(model)
 
     # ------------------------------------------------------------------ the arms
     def teacher_arm(self) -> tuple[nn.Module, torch.Tensor]:
         """The teacher — trained, loaded from ``teacher.checkpoint``, or (resuming) from the run
-        folder — in eval mode, with its test logits."""
+        folder — in eval mode, with its test logits; on its own inputs (:meth:`seeing`)."""
+        with self.seeing("teacher"):
+            return self._teacher_arm()
+
+    def _teacher_arm(self) -> tuple[nn.Module, torch.Tensor]:
         cfg = self.cfg
-        teacher = self.make(cfg.teacher.model, cfg.seed)
+        teacher = self.make(cfg.teacher.model, cfg.seed, who="teacher")
         what = f"teacher '{cfg.teacher.model}'"
         if "teacher" in self.done:  # resuming: the finished teacher's weights are in the run folder
             load_weights(teacher, self.run_dir / WEIGHT_FILES["teacher"], what=what)
             teacher.eval()
             return teacher, predict(teacher, self.test_loader)[0]
         if cfg.teacher.checkpoint is not None:
-            load_weights(teacher, cfg.teacher.checkpoint, what=what, convert_floats=True)
+            if not Path(cfg.teacher.checkpoint).is_dir():  # (an hf: model's folder: its weights are loaded)
+                load_weights(teacher, cfg.teacher.checkpoint, what=what, convert_floats=True)
             self.say(f"teacher: loaded {cfg.teacher.checkpoint}")
             history, source = None, str(cfg.teacher.checkpoint)
-        else:
+        elif cfg.teacher.epochs == 0:  # weights of its own (teacher.pretrained, an hf: folder), used as they are
+            self.say(f"teacher: {cfg.teacher.model} used as given (teacher.epochs is 0)")
+            history, source = None, "pretrained" if cfg.teacher.pretrained else cfg.teacher.model
+        else:  # trained here; from the model's own weights when it has them (fine-tuning)
             history, source = self.train("teacher", teacher, cfg.seed, cfg.teacher.epochs), "trained"
         teacher.eval()
         return teacher, self.record("teacher", teacher, history, {"model": cfg.teacher.model, "source": source})
@@ -338,10 +438,27 @@ class LabSession:
         self, teacher: nn.Module, teacher_logits: torch.Tensor, students: Mapping[str, DistillConfig]
     ) -> None:
         """Scratch, then each distilled arm: the same initial weights and data order, so the
-        difference between them is the teacher's doing and nothing else."""
+        difference between them is the teacher's doing and nothing else. The students see their own
+        inputs (:meth:`seeing`); the teacher's logits come from the cache built on the teacher's."""
+        teacher_view = self.own_views.get("teacher")
+        with self.seeing("teacher"):
+            train = self.splits["train"]
+        differ = teacher_view != self.own_views.get("student")
+        self.rt.teacher_inputs = TeacherInputs(train, teacher_view.record() if teacher_view else None, not differ)
+        with self.seeing("student"):
+            self._student_arms(teacher, teacher_logits, students, differ=differ)
+
+    def _student_arms(
+        self, teacher: nn.Module, teacher_logits: torch.Tensor, students: Mapping[str, DistillConfig], *, differ: bool
+    ) -> None:
         cfg = self.cfg
         student_seed = cfg.seed + 1
-        initial = self.make(cfg.student.model, student_seed)
+        initial = self.make(cfg.student.model, student_seed, who="student")
+        if cfg.student.init_from_teacher:  # DistilBERT-style: both student arms start from these weights
+            from kdlab.models.from_hf import init_from_teacher
+
+            record = self.results["init_from_teacher"] = init_from_teacher(initial, teacher)
+            self.say(f"students: embeddings and layers from the teacher (student <- teacher layer: {record['layers']})")
         arms: list[tuple[str, DistillConfig | None]] = [("scratch", None), *students.items()]
         for arm, dc in arms:
             if arm in self.done:
@@ -351,8 +468,14 @@ class LabSession:
             if dc is not None:
                 # The dry batch builds a feature method's projectors, so that the optimizer and the
                 # arm's checkpoints (resume) hold them together with the student.
-                example = prepare_inputs(self.splits["train"].x[:2])
-                distiller = make_distiller(cfg, teacher, student, example, distill=dc)
+                if differ:  # each model's dry batch is its own view of the same two samples
+                    distiller = make_distiller(cfg, teacher, student, distill=dc)
+                    assert self.rt.teacher_inputs is not None
+                    teacher_x = prepare_inputs(self.rt.teacher_inputs.train.x[:2])
+                    check_pair(distiller, teacher_x, prepare_inputs(self.splits["train"].x[:2]))
+                else:
+                    example = prepare_inputs(self.splits["train"].x[:2])
+                    distiller = make_distiller(cfg, teacher, student, example, distill=dc)
             trained = distiller.trainable_module() if distiller is not None else student
             history = self.train(arm, trained, student_seed, cfg.student.epochs, distiller, dc)
             extra: dict[str, Any] = {"model": cfg.student.model}
@@ -526,20 +649,122 @@ def make_distiller(
     )
 
 
+def _record_specs(cfg: ExperimentConfig, *, new_run: bool) -> None:
+    """Record each model spec as the run folder keeps it: a factory file's path made absolute, in
+    ``cfg`` itself (so config.resolved.yaml and results.json name the file that ran). A resumed run's
+    recorded factory file must already be absolute (never resolved against a folder)."""
+    from kdlab.models.specs import absolute_spec, parse_spec
+
+    for who, mc in (("teacher", cfg.teacher), ("student", cfg.student)):
+        key = f"{who}.model"
+        if not new_run and parse_spec(mc.model, key=key).kind == "factory":
+            source = mc.model.rpartition(":")[0]
+            if source.endswith(".py") and not Path(source).is_absolute():
+                raise ConfigError(
+                    f"{key}: '{mc.model}' is a relative path recorded in a run folder; it is never resolved"
+                )
+        recorded = absolute_spec(mc.model, key=key)
+        if recorded != mc.model:
+            mc.model = recorded
+
+
+def model_options(cfg: ExperimentConfig, who: str, data: DataBundle, *, weights: bool = True) -> dict[str, Any]:
+    """The keyword arguments of ``create_model`` for ``who`` (``teacher`` / ``student``) besides its
+    size: the key named in errors, the data's class names, ``<who>.pretrained`` (with ``weights``; an
+    architecture-only build never fetches weights) and ``student.config``."""
+    mc = cfg.teacher if who == "teacher" else cfg.student
+    options: dict[str, Any] = {"key": f"{who}.model", "classes": list(data.classes)}
+    options["pretrained"] = mc.pretrained and weights
+    if who == "student" and cfg.student.config:
+        options["config"] = dict(cfg.student.config)
+    return options
+
+
 def _check_distill(cfg: ExperimentConfig, data: DataBundle) -> None:
     """Fail fast on ``distill.*`` mistakes (method, options, layer names, feature shapes): build the
-    distiller on untrained models and run one dry batch, before anything is trained or written."""
-    shape: dict[str, Any] = dict(
-        num_classes=data.num_classes, input_shape=data.input_shape, vocab_size=data.meta.get("vocab_size")
-    )
+    distiller on untrained models and run one dry batch, before anything is trained or written.
+
+    When the two models see the samples differently (``teacher.input`` / ``student.input``), the
+    teacher's logits can only come from the cache built on its own view: whatever would run the
+    teacher on the student's batches is refused, and each model's dry batch is its own view."""
+    inputs = data.meta.get("inputs") or {}
+    seen = {who: own_view(inputs, who, data) for who in ("teacher", "student")}
+    sized = {who: views.shaped(view, data) for who, view in seen.items()}
+    shape = {
+        who: dict(num_classes=data.num_classes, input_shape=b.input_shape, vocab_size=b.meta.get("vocab_size"))
+        for who, b in sized.items()
+    }
+    differ = seen["teacher"] != seen["student"]
+    if differ:
+        _refuse_live_teacher(cfg)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # untrained models: the size warning would be noise here
-        make_distiller(
-            cfg,
-            create_model(cfg.teacher.model, **shape),
-            create_model(cfg.student.model, **shape),
-            prepare_inputs(data.train.x[:2]),
+        built: dict[str, Any] = {
+            who: {**shape[who], **model_options(cfg, who, data, weights=False)} for who in ("teacher", "student")
+        }
+        teacher = create_model(cfg.teacher.model, **built["teacher"])
+        student = create_model(cfg.student.model, **built["student"])
+        if not differ:
+            make_distiller(cfg, teacher, student, prepare_inputs(data.train.x[:2]))
+            return
+        distiller = make_distiller(cfg, teacher, student)
+        if distiller.objective.needs_teacher_features:
+            raise ConfigError(
+                f"distill.method: '{cfg.distill.method}' needs the teacher's live features on the student's "
+                "batches, but the teacher sees its own inputs (teacher.input / student.input differ); use a "
+                "logit method (kd, dkd, dist) or give both models the same input"
+            )
+        check_pair(distiller, *(_dry_view(seen[who], data) for who in ("teacher", "student")))
+
+
+def _refuse_live_teacher(cfg: ExperimentConfig) -> None:
+    """The settings that would run the teacher on the student's batches, refused (one line naming the key)."""
+    why = "the teacher sees its own inputs (teacher.input / student.input differ), built for the cache pass only"
+    if cfg.distill.teacher_cache == "off":
+        raise ConfigError(f"distill.teacher_cache=off: {why}; set distill.teacher_cache=auto or on")
+    if cfg.train.augment.random:
+        key = "train.augment.hflip" if cfg.train.augment.hflip else "train.augment.crop_padding"
+        raise ConfigError(
+            f"{key}: random augmentation needs the live teacher on every batch, but {why}; turn it off "
+            "or give both models the same input"
         )
+
+
+def _dry_view(view: views.View | None, data: DataBundle) -> torch.Tensor:
+    """Two training inputs as ``view`` shows them (the data's own when None)."""
+    if view is None:
+        return prepare_inputs(data.train.x[:2])
+    return views.build_view(view, data, "train", rows=torch.arange(min(2, len(data.train))))
+
+
+def check_pair(distiller: Distiller, teacher_x: torch.Tensor, student_x: torch.Tensor) -> None:
+    """The dry run of a teacher and a student that see different inputs: each on its own view of the
+    same samples, both must return ``[batch, classes]`` logits of one shape."""
+    student = distiller.student
+    was_training = student.training
+    student.eval()
+    try:
+        with torch.no_grad():
+            outs = []
+            for who, model, x in (("teacher", distiller.teacher, teacher_x), ("student", student, student_x)):
+                try:
+                    outs.append(model(x.to(next(model.parameters()).device)))
+                except Exception as e:
+                    raise ConfigError(
+                        f"{who}.input: dry run of the {who} on its inputs of shape {tuple(x.shape)} failed: "
+                        f"{type(e).__name__}: {str(e)[:200]}"
+                    ) from None
+    finally:
+        student.train(was_training)
+    t_out, s_out = outs
+    if not isinstance(t_out, torch.Tensor) or not isinstance(s_out, torch.Tensor) or t_out.dim() != 2:
+        raise ConfigError("teacher and student must return a logits tensor [N, C]")
+    if t_out.shape != s_out.shape:
+        raise ConfigError(
+            f"teacher and student output shapes are incompatible. Teacher: {tuple(t_out.shape)}, "
+            f"Student: {tuple(s_out.shape)} (both must be [batch, classes])"
+        )
+    distiller._checked = True  # the pair is checked: Distiller.run_epochs must not re-run one input through both
 
 
 def _summary_writer_class() -> Any:

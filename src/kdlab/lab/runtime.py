@@ -24,6 +24,18 @@ from kdlab.train.loop import resolve_device
 GB = 1024**3
 
 
+@dataclass(frozen=True)
+class TeacherInputs:
+    """What the teacher-cache pass runs on: the teacher's view of the training split (rows in the
+    student's order, looked up by sample index), that view's record (None: the data's own view,
+    fingerprinted as before) and whether the live teacher may answer the student's batches (only
+    when both models see the same inputs)."""
+
+    train: Split
+    view: dict[str, Any] | None
+    live_ok: bool
+
+
 @dataclass
 class Runtime:
     """Per-run decisions (one object per :func:`~kdlab.lab.run.run_lab` call)."""
@@ -35,6 +47,8 @@ class Runtime:
     scratch_dir: Path | None = None
     train_on_device: bool = True
     cache: dict[str, Any] = field(default_factory=dict)
+    teacher_inputs: TeacherInputs | None = None
+    """The teacher's own view of the training split, when the lab set one (:meth:`teacher_fn`)."""
 
     @classmethod
     def start(cls, cfg: ExperimentConfig) -> Runtime:
@@ -98,21 +112,30 @@ class Runtime:
         """
         cfg = settings
         aug = self.cfg.train.augment
+        view: dict[str, Any] | None = None
+        fallback: Callable[[Batch], Tensor] | None = live
+        if self.teacher_inputs is not None:  # the cache pass runs on the teacher's own view of the samples
+            train, view = self.teacher_inputs.train, self.teacher_inputs.view
+            if not self.teacher_inputs.live_ok:
+                fallback = None  # the student's batches are not what the teacher sees
         use, reason = teacher_cache.decide(cfg.teacher_cache, objective=objective, augment_random=aug.random)
         if not use:
             if cfg.teacher_cache == "auto" and reason and getattr(objective, "uses_teacher", True):
                 say(f"teacher cache off: {reason}; the teacher runs on every batch")
             self.cache = teacher_cache.CacheRecord("off", reason=reason).as_dict()
             return None
+        preprocessing = teacher_cache.preprocessing_of(train.x, aug.model_dump())
+        if view is not None:
+            preprocessing["view"] = view  # a cache built for one view is never used for another
         cache, record = teacher_cache.build(
             teacher,
             train.x,
-            preprocessing=teacher_cache.preprocessing_of(train.x, aug.model_dump()),
+            preprocessing=preprocessing,
             dtype=cfg.teacher_cache_dtype,
             cache_dir=cfg.teacher_cache_dir,
             device=self.device,
             batch_size=self.cfg.train.eval_batch_size,
-            fallback=live,
+            fallback=fallback,
         )
         self._record = record
         self.cache = record.as_dict()

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from torch import nn
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-from kdlab.errors import ConfigError
-from kdlab.registry import Registry
-
-ModelFactory = Callable[..., nn.Module]
-MODELS: Registry[ModelFactory] = Registry("model")
+from kdlab.models.common import MODELS, ModelFactory
+from kdlab.models.specs import build_model
 
 ModelKind = Literal["image", "text"]
 
@@ -60,21 +57,39 @@ def register_model(name: str, *, kind: ModelKind, description: str) -> Callable[
 
 
 def create_model(
-    name: str, *, num_classes: int, input_shape: Sequence[int], vocab_size: int | None = None
+    name: str,
+    *,
+    num_classes: int,
+    input_shape: Sequence[int],
+    vocab_size: int | None = None,
+    classes: Sequence[str] | None = None,
+    pretrained: bool = False,
+    config: Mapping[str, Any] | None = None,
+    key: str = "model",
 ) -> nn.Module:
-    """Build the registered model ``name`` sized for the data.
+    """Build the model a spec names, sized for the data (:func:`kdlab.models.specs.build_model`).
 
     Args:
-        name: registered name (``list_models()``).
+        name: a model spec: a registered name (``list_models()``), ``timm:<name>``,
+            ``hf:<folder or hub id>``, ``<module>:<function>`` or ``<path/to/file.py>:<function>``.
         num_classes: outputs of the classifier.
         input_shape: shape of one input, ``(C, H, W)`` for images, ``(L,)`` for token ids.
         vocab_size: vocabulary size, for text models.
+        classes: the data's class names (an ``hf:`` model matches its labels to them by name).
+        pretrained: ``timm:`` / ``hf:``: start from the published pretrained weights.
+        config: ``hf:``: overrides of the model's config.
+        key: the setting named in errors (``teacher.model``).
     """
-    factory = MODELS.get(name)
-    try:
-        return factory(num_classes=num_classes, input_shape=tuple(input_shape), vocab_size=vocab_size)
-    except ValueError as e:
-        raise ConfigError(f"model '{name}': {e}") from None
+    return build_model(
+        name,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        vocab_size=vocab_size,
+        classes=classes,
+        key=key,
+        pretrained=pretrained,
+        config=config,
+    )
 
 
 def list_models() -> list[str]:
@@ -131,8 +146,17 @@ def print_models(console: Console | None = None) -> None:
             str(row["name"]), str(row["kind"]), "—" if params is None else f"{params:,}", str(row["description"])
         )
     console.print(table)
-    console.print(
-        "models are given by these names: teacher.model, student.model (e.g. --set student.model=mlp-student)",
-        markup=False,
-        highlight=False,
-    )
+    for line in OTHER_SPECS:
+        console.print(line, markup=False, highlight=False)
+
+
+OTHER_SPECS = (
+    "models are given by these names: teacher.model, student.model (e.g. --set student.model=mlp-student)",
+    "or by a model spec (docs/models.md):",
+    "  timm:<name>                  a timm model, e.g. --set teacher.model=timm:resnet18 (pip install kdlab[timm])",
+    "  hf:<folder or hub id>        a Hugging Face classifier, e.g. --set teacher.model=hf:./my-bert (kdlab[hf])",
+    "  <module>:<function>          your own factory, e.g. --set student.model=mymodels:make_student",
+    "  <path/to/file.py>:<function> your own factory file, e.g. --set student.model=models/net.py:build",
+    "a factory runs your code: it is called with num_classes, input_shape and vocab_size (those it takes)",
+)
+"""What ``kdlab models`` says after the table: the other kinds of model spec, one example each."""
