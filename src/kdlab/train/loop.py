@@ -80,6 +80,17 @@ def make_optimizer(
     raise ConfigError(f"train.optimizer: unknown optimizer '{name}' (adam, adamw, sgd)")
 
 
+@dataclass(frozen=True)
+class StepOptions:
+    """How every training step runs (:func:`train_epoch`): NaN/inf handling, gradient clipping,
+    the stop request asked at each step boundary, and the forward pass's precision."""
+
+    nonfinite: str = "stop"
+    grad_clip: float | None = None
+    should_stop: Callable[[], bool] | None = None
+    precision: str = "float32"
+
+
 def train_epoch(
     model: nn.Module,
     objective: Objective,
@@ -88,22 +99,21 @@ def train_epoch(
     *,
     teacher: TeacherFn | None = None,
     progress: Progress | None = None,
-    nonfinite: str = "stop",
-    grad_clip: float | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    precision: str = "float32",
+    steps: StepOptions = StepOptions(),
 ) -> dict[str, float]:
     """One pass over ``loader``: forward, objective, backward, step. Returns epoch means.
 
-    ``nonfinite`` is what a NaN/inf loss does: ``"stop"`` raises :class:`NonFiniteLossError`,
-    ``"skip-batch"`` skips that update and counts it in ``skipped_batches``. ``grad_clip`` rescales
-    the gradients so their global L2 norm is at most that value. ``should_stop`` is asked before
-    every step; when it answers True the epoch is abandoned with :class:`RunInterrupted`.
-    ``precision="bfloat16"`` autocasts the forward pass (the objective computes in float32). In a
-    process group the sums are added over ranks, so the means are global.
+    ``steps`` (:class:`StepOptions`): ``nonfinite`` is what a NaN/inf loss does: ``"stop"``
+    raises :class:`NonFiniteLossError`, ``"skip-batch"`` skips that update and counts it in
+    ``skipped_batches``. ``grad_clip`` rescales the gradients so their global L2 norm is at most
+    that value. ``should_stop`` is asked before every step; when it answers True the epoch is
+    abandoned with :class:`RunInterrupted`. ``precision="bfloat16"`` autocasts the forward pass
+    (the objective computes in float32). In a process group the sums are added over ranks, so the
+    means are global.
     """
     if objective.uses_teacher and teacher is None:
         raise ValueError(f"objective '{objective.name}' needs a teacher")
+    nonfinite, grad_clip, should_stop, precision = steps.nonfinite, steps.grad_clip, steps.should_stop, steps.precision
     if nonfinite not in {"stop", "skip-batch"}:
         raise ConfigError(f"train.nonfinite: must be 'stop' or 'skip-batch' (got {nonfinite!r})")
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -113,7 +123,7 @@ def train_epoch(
     # device sync per batch; one sync per epoch is enough.
     sums: dict[str, Tensor] = {}
     correct: Tensor | int = 0
-    samples = steps = 0
+    samples = n_steps = 0
     device = next(model.parameters()).device
     for step, batch in enumerate(loader, start=1):
         if should_stop is not None and should_stop():
@@ -143,7 +153,7 @@ def train_epoch(
                 sums[key] = sums[key] + value.detach() * n if key in sums else value.detach() * n
             correct = correct + (logits.argmax(dim=-1) == batch.y).sum()
         samples += n
-        steps += 1
+        n_steps += 1
         if progress is not None:
             progress.step()
     if samples == 0 and skipped:
@@ -160,7 +170,7 @@ def train_epoch(
         correct, samples = packed[len(keys)], int(packed[-1].item())
     row = {("train_loss" if k == "total" else f"train_{k}"): float(v) / samples for k, v in sums.items()}
     row["train_accuracy"] = float(correct) / samples
-    row["steps"] = steps
+    row["steps"] = n_steps
     row["samples"] = samples
     if nonfinite == "skip-batch":
         row["skipped_batches"] = skipped
@@ -309,17 +319,6 @@ def progress_for(progress: Progress | None, verbose: int) -> Progress | None:
     return progress
 
 
-@dataclass(frozen=True)
-class StepOptions:
-    """How every training step runs (:func:`train_epoch`): NaN/inf handling, gradient clipping,
-    the stop request asked at each step boundary, and the forward pass's precision."""
-
-    nonfinite: str = "stop"
-    grad_clip: float | None = None
-    should_stop: Callable[[], bool] | None = None
-    precision: str = "float32"
-
-
 def run_epochs(
     model: nn.Module,
     train_loader: Loader,
@@ -374,10 +373,7 @@ def run_epochs(
                     optimizer,
                     teacher=teacher,
                     progress=progress,
-                    nonfinite=steps.nonfinite,
-                    grad_clip=steps.grad_clip,
-                    should_stop=steps.should_stop,
-                    precision=steps.precision,
+                    steps=steps,
                 )
             )
         except NonFiniteLossError as e:
