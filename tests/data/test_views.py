@@ -169,3 +169,16 @@ def test_bad_tokenizer_folders_are_one_line(tmp_path: Path) -> None:
         load_tokenizer(tmp_path / "empty", "teacher.input.tokenizer")
     with pytest.raises(ConfigError, match=r"^student\.input\.image_size: the text-csv data are text"):
         resolve_view(InputConfig(image_size=32), None, data, key="student")
+
+
+def test_a_recorded_view_reads_back_with_its_origins() -> None:
+    """results.json ``inputs.<who>`` -> View -> record is the identity, origins included, for both
+    kinds (a resumed or reloaded run reports where each field came from as the first run did)."""
+    from kdlab.data.views import View, from_record
+
+    text = View(kind="text", tokenizer=Path("/models/bert"), max_length=48, origin={"tokenizer": "model"})
+    image = View(kind="image", image_size=16, mean=(0.5,), std=(0.25,), channels=1, origin={"image_size": "config"})
+    for view in (text, image):
+        back = from_record(view.record())
+        assert back == view and back.record() == view.record()
+    assert from_record(text.record()).record()["from"] == {"tokenizer": "model", "max_length": "data"}

@@ -40,6 +40,7 @@ from kdlab.config.schema import InputConfig
 from kdlab.data.bundle import DataBundle
 from kdlab.data.tensors import Split, prepare_inputs
 from kdlab.errors import ConfigError, DataError
+from kdlab.models.common import InputFields
 
 IMAGE_FIELDS = ("image_size", "mean", "std", "channels")
 TEXT_FIELDS = ("tokenizer", "max_length")
@@ -49,21 +50,15 @@ CHUNK = 256
 
 
 @dataclass(frozen=True)
-class View:
+class View(InputFields):
     """One model's resolved view: every field's value and where it came from (``origin``).
 
     Image views set ``image_size``, ``mean``, ``std``, ``channels``; text views ``tokenizer`` (None =
     kdlab's vocabulary) and ``max_length``.
     """
 
-    kind: Literal["image", "text"]
-    image_size: int | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    channels: int | None = None
-    tokenizer: Path | None = None
-    max_length: int | None = None
-    origin: dict[str, Origin] = field(default_factory=dict, compare=False)
+    kind: Literal["image", "text"] = field(kw_only=True)
+    origin: dict[str, Origin] = field(default_factory=dict, compare=False, kw_only=True)
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -100,9 +95,21 @@ def from_record(rec: Any) -> View:
     try:
         if rec["kind"] == "text":
             tok = rec.get("tokenizer")
-            return View("text", tokenizer=None if tok is None else Path(str(tok)), max_length=int(rec["max_length"]))
+            return View(
+                kind="text",
+                tokenizer=None if tok is None else Path(str(tok)),
+                max_length=int(rec["max_length"]),
+                origin=origin,
+            )
         mean, std = tuple(float(v) for v in rec["mean"]), tuple(float(v) for v in rec["std"])
-        view = View("image", int(rec["image_size"]), mean, std, int(rec["channels"]), origin=origin)
+        view = View(
+            kind="image",
+            image_size=int(rec["image_size"]),
+            mean=mean,
+            std=std,
+            channels=int(rec["channels"]),
+            origin=origin,
+        )
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"malformed input record ({type(e).__name__}: {e})") from None
     if not (len(mean) == len(std) == view.channels) or any(v <= 0 for v in std):
@@ -117,9 +124,9 @@ def data_view(data: DataBundle) -> View | None:
     origin: dict[str, Origin] = {}
     if len(shape) == 3 and shape[1] == shape[2]:
         c = shape[0]
-        return View("image", shape[1], (0.0,) * c, (1.0,) * c, c, origin=origin)
+        return View(kind="image", image_size=shape[1], mean=(0.0,) * c, std=(1.0,) * c, channels=c, origin=origin)
     if len(shape) == 1 and (data.train.x.dtype == torch.int64 or "vocab" in data.meta):
-        return View("text", max_length=shape[0], origin=origin)
+        return View(kind="text", max_length=shape[0], origin=origin)
     return None
 
 
@@ -180,7 +187,7 @@ def resolve(inputs: InputConfig, declared: Any, data: DataBundle, *, key: str = 
                 )
             tok = tok.resolve()  # recorded absolute: a run folder never names a tokenizer relative to itself
         length = int(values["max_length"])
-        return View("text", tokenizer=tok, max_length=length, origin=origin)
+        return View(kind="text", tokenizer=tok, max_length=length, origin=origin)
     channels, data_c = int(values["channels"]), own.channels
     if channels != data_c and {channels, data_c} != {1, 3}:
         raise ConfigError(
@@ -200,7 +207,14 @@ def resolve(inputs: InputConfig, declared: Any, data: DataBundle, *, key: str = 
         if k == "std" and any(x <= 0 for x in v):
             raise ConfigError(f"{where(k)}: every std must be > 0 (got {list(v)})")
         stats[k] = v
-    return View("image", int(values["image_size"]), stats["mean"], stats["std"], channels, origin=origin)
+    return View(
+        kind="image",
+        image_size=int(values["image_size"]),
+        mean=stats["mean"],
+        std=stats["std"],
+        channels=channels,
+        origin=origin,
+    )
 
 
 def resolve_view(inputs: InputConfig, declared: Any, data: DataBundle, *, key: str = "input") -> View | None:

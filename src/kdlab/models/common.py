@@ -19,7 +19,21 @@ MODELS: Registry[ModelFactory] = Registry("model")
 
 
 @dataclass(frozen=True)
-class Declared:
+class InputFields:
+    """The fields that say how a model sees its inputs, shared by what a model declares
+    (:class:`Declared`) and the view it is given (:class:`kdlab.data.views.View`); they mirror
+    ``<teacher|student>.input`` (:class:`kdlab.config.schema.InputConfig`). None = not said."""
+
+    image_size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    channels: int | None = None
+    tokenizer: Path | None = None
+    max_length: int | None = None
+
+
+@dataclass(frozen=True)
+class Declared(InputFields):
     """The preprocessing a model declares for its own inputs; None = the model says nothing about it
     (the data's view, or the config's ``<teacher|student>.input``, decides).
 
@@ -33,12 +47,6 @@ class Declared:
         labels: the model's own label names, output index order (matched to the data's by name).
     """
 
-    image_size: int | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    channels: int | None = None
-    tokenizer: Path | None = None
-    max_length: int | None = None
     labels: tuple[str, ...] | None = None
 
     def is_empty(self) -> bool:
