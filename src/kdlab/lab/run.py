@@ -220,7 +220,7 @@ def check_inputs(
     for distill in (arms or {"distilled": cfg.distill}).values():
         # A cache that cannot be used is refused before any training, not after the teacher.
         teacher_cache.decide(distill.teacher_cache, objective=None, augment_random=cfg.train.augment.random)
-        _check_distill(cfg.model_copy(update={"distill": distill}), data)
+        _check_distill(cfg.model_copy(update={"distill": distill}), data, built["teacher"], built["student"])
     return data
 
 
@@ -680,30 +680,21 @@ def model_options(cfg: ExperimentConfig, who: str, data: DataBundle, *, weights:
     return options
 
 
-def _check_distill(cfg: ExperimentConfig, data: DataBundle) -> None:
+def _check_distill(cfg: ExperimentConfig, data: DataBundle, teacher: nn.Module, student: nn.Module) -> None:
     """Fail fast on ``distill.*`` mistakes (method, options, layer names, feature shapes): build the
-    distiller on untrained models and run one dry batch, before anything is trained or written.
+    distiller on the models :func:`check_inputs` built (nothing trained yet; every distilled arm
+    reuses them) and run one dry batch, before anything is trained or written.
 
     When the two models see the samples differently (``teacher.input`` / ``student.input``), the
     teacher's logits can only come from the cache built on its own view: whatever would run the
     teacher on the student's batches is refused, and each model's dry batch is its own view."""
     inputs = data.meta.get("inputs") or {}
     seen = {who: own_view(inputs, who, data) for who in ("teacher", "student")}
-    sized = {who: views.shaped(view, data) for who, view in seen.items()}
-    shape = {
-        who: dict(num_classes=data.num_classes, input_shape=b.input_shape, vocab_size=b.meta.get("vocab_size"))
-        for who, b in sized.items()
-    }
     differ = seen["teacher"] != seen["student"]
     if differ:
         _refuse_live_teacher(cfg)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # untrained models: the size warning would be noise here
-        built: dict[str, Any] = {
-            who: {**shape[who], **model_options(cfg, who, data, weights=False)} for who in ("teacher", "student")
-        }
-        teacher = create_model(cfg.teacher.model, **built["teacher"])
-        student = create_model(cfg.student.model, **built["student"])
         if not differ:
             make_distiller(cfg, teacher, student, prepare_inputs(data.train.x[:2]))
             return
