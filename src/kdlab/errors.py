@@ -24,6 +24,12 @@ def shorten(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def first_line(e: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message, cut to ``limit`` characters: what a one-line error
+    quotes of a failure inside a library (timm, transformers, onnxruntime) or the user's own code."""
+    return (str(e).strip().splitlines() or [""])[0][:limit]
+
+
 _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxtuple, _REPR.maxset = 2, 4, 4, 4, 4
 _REPR.maxstring = _REPR.maxother = _REPR.maxlong = SHOWN_CHARS

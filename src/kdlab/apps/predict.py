@@ -34,7 +34,7 @@ from kdlab.data import views
 from kdlab.data.files import NotRegularFile, TextLines, cannot_open, kind_of, open_regular
 from kdlab.data.images import ImageTooLarge, decode_image
 from kdlab.data.text import VOCAB_FILE, Vocab, load_vocab
-from kdlab.errors import ConfigError, DataError, KdlabError
+from kdlab.errors import ConfigError, DataError, KdlabError, first_line
 from kdlab.io import check_weights, load_weights
 from kdlab.kd.losses import softmax_probs
 from kdlab.models.registry import create_model
@@ -441,8 +441,7 @@ def load_onnx(path: str | Path) -> OnnxModel:
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime's own errors for a file that is not a model it can run
-        first = (str(e).strip().splitlines() or [""])[0][:160]
-        raise DataError(f"{path}: not a readable ONNX model ({type(e).__name__}: {first})") from None
+        raise DataError(f"{path}: not a readable ONNX model ({type(e).__name__}: {first_line(e)})") from None
     meta = dict(session.get_modelmeta().custom_metadata_map)
     hint = "re-export it with `kdlab export RUN_DIR`"
     missing = [k for k in (META_CLASSES, META_INPUT_SHAPE, META_PREPROCESSING) if k not in meta]

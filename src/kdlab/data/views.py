@@ -39,7 +39,7 @@ from torch import Tensor
 from kdlab.config.schema import InputConfig
 from kdlab.data.bundle import DataBundle
 from kdlab.data.tensors import Split, prepare_inputs
-from kdlab.errors import ConfigError, DataError
+from kdlab.errors import ConfigError, DataError, first_line
 from kdlab.models.common import InputFields
 
 IMAGE_FIELDS = ("image_size", "mean", "std", "channels")
@@ -257,10 +257,9 @@ def _load_tokenizer(folder: Path, key: str) -> Any:
         AutoTokenizer  # noqa: B018 - imported above only to tell a missing package apart
         tok = _cached_tokenizer(folder)
     except Exception as e:  # whatever transformers raises for a folder it cannot read
-        first = (str(e).strip().splitlines() or [""])[0][:160]
         raise ConfigError(
-            f"{key}: cannot load a tokenizer from {folder} ({type(e).__name__}: {first}); give a save_pretrained "
-            "folder with tokenizer.json or vocab.txt"
+            f"{key}: cannot load a tokenizer from {folder} ({type(e).__name__}: {first_line(e)}); give a "
+            "save_pretrained folder with tokenizer.json or vocab.txt"
         ) from None
     if getattr(tok, "pad_token_id", None) is None:
         raise ConfigError(f"{key}: the tokenizer in {folder} has no padding token; set one and save it again")

@@ -54,6 +54,11 @@ class Declared(InputFields):
         return all(getattr(self, f.name) is None for f in fields(self))
 
 
+def section_of(key: str) -> str:
+    """``teacher.model`` -> ``teacher``: the config section whose other keys a message names."""
+    return key.removesuffix(".model")
+
+
 HUB_PROBE_SECONDS = 3.0
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from torch import nn
 
-from kdlab.errors import ConfigError
+from kdlab.errors import ConfigError, first_line
 
 FACTORY_ARGS = ("num_classes", "input_shape", "vocab_size")
 """The keyword arguments a factory may declare."""
@@ -45,11 +45,6 @@ def split_target(target: str) -> tuple[str, str]:
 
 def is_file(source: str) -> bool:
     return source.endswith(".py")
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines() or [""])[0][:160]
 
 
 def absolute_factory(target: str) -> str:
@@ -134,7 +129,7 @@ def _load_file(path: str, key: str, target: str) -> ModuleType:
         if isinstance(e, KeyboardInterrupt | SystemExit):
             raise
         raise ConfigError(
-            f"{key}: running {path} failed ({type(e).__name__}: {_first_line(e)}); fix the file (spec '{target}')"
+            f"{key}: running {path} failed ({type(e).__name__}: {first_line(e)}); fix the file (spec '{target}')"
         ) from None
     _FILE_MODULES[(real, stamp)] = module
     return module
@@ -151,11 +146,11 @@ def _load_module(source: str, key: str, target: str) -> ModuleType:
                     "add it to PYTHONPATH, or give the file as path/to/file.py:function"
                 ) from None
             raise ConfigError(
-                f"{key}: importing '{source}' failed (ModuleNotFoundError: {_first_line(e)}); spec '{target}'"
+                f"{key}: importing '{source}' failed (ModuleNotFoundError: {first_line(e)}); spec '{target}'"
             ) from None
         except Exception as e:
             raise ConfigError(
-                f"{key}: importing '{source}' failed ({type(e).__name__}: {_first_line(e)}); spec '{target}'"
+                f"{key}: importing '{source}' failed ({type(e).__name__}: {first_line(e)}); spec '{target}'"
             ) from None
 
 
@@ -204,7 +199,7 @@ def build_factory(
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as e:
-        raise ConfigError(f"{key}: factory '{target}' raised {type(e).__name__}: {_first_line(e)}") from None
+        raise ConfigError(f"{key}: factory '{target}' raised {type(e).__name__}: {first_line(e)}") from None
     if not isinstance(model, nn.Module):
         raise ConfigError(
             f"{key}: factory '{target}' returned {type(model).__name__}, not a torch.nn.Module; return the model"

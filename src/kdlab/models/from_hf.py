@@ -24,7 +24,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from kdlab.errors import ConfigError
+from kdlab.errors import ConfigError, first_line
 from kdlab.models.common import Declared
 
 HF_PREFIX = "hf:"
@@ -165,8 +165,7 @@ def resolve_folder(target: str | Path, *, key: str, files: Sequence[str] = ()) -
 
         return Path(snapshot_download(text, allow_patterns=list(files) or None))
     except Exception as e:  # no network, no such repository, gated: all one line
-        first = (str(e).strip().splitlines() or [""])[0][:160]
-        raise _offline_message(key, text, f"{type(e).__name__}: {first}") from None
+        raise _offline_message(key, text, f"{type(e).__name__}: {first_line(e)}") from None
 
 
 def _read_json(path: Path, *, key: str) -> dict[str, Any]:
@@ -189,8 +188,9 @@ def load_config(folder: Path, *, key: str, overrides: Mapping[str, Any] | None =
         try:
             config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=False)
         except Exception as e:  # unknown model_type, malformed config.json
-            first = (str(e).strip().splitlines() or [""])[0][:200]
-            raise ConfigError(f"{key}: cannot read {folder / 'config.json'} ({type(e).__name__}: {first})") from None
+            raise ConfigError(
+                f"{key}: cannot read {folder / 'config.json'} ({type(e).__name__}: {first_line(e, 200)})"
+            ) from None
     if overrides:
         section = key.rsplit(".", 1)[0] + ".config"
         fixed = sorted(k for k in overrides if k in FIXED_KEYS)
@@ -337,9 +337,10 @@ def build_hf(
             else:
                 model = auto.from_pretrained(folder, config=cfg, trust_remote_code=False)
         except Exception as e:  # bad override values, damaged weights
-            first = (str(e).strip().splitlines() or [""])[0][:200]
             what = f" with {key.rsplit('.', 1)[0]}.config {overrides}" if overrides else ""
-            raise ConfigError(f"{key}: cannot build {folder}{what} ({type(e).__name__}: {first})") from None
+            raise ConfigError(
+                f"{key}: cannot build {folder}{what} ({type(e).__name__}: {first_line(e, 200)})"
+            ) from None
     pad = _pad_token_id(cfg, folder, key=key) if kind == "text" else None
     return HFClassifier(model, kind=kind, pad_token_id=pad, index=index, source=str(folder))
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from torch import nn
 
-from kdlab.errors import ConfigError
-from kdlab.models.common import Declared
+from kdlab.errors import ConfigError, first_line
+from kdlab.models.common import Declared, section_of
 
 
 def _timm(key: str, name: str) -> Any:
@@ -25,11 +25,6 @@ def _timm(key: str, name: str) -> Any:
             f"{key}: 'timm:{name}' needs the timm package (not installed): pip install kdlab[timm]"
         ) from None
     return timm
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines() or [""])[0][:160]
 
 
 def close_names(timm: Any, name: str, n: int = 3) -> list[str]:
@@ -74,7 +69,7 @@ def build_timm(
         if why is not None:
             raise ConfigError(
                 f"{key}: timm:{name} pretrained weights cannot be fetched: the machine is offline ({why}); set "
-                f"{_section(key)}.pretrained=false, give the weights as {_section(key)}.checkpoint, or set "
+                f"{section_of(key)}.pretrained=false, give the weights as {section_of(key)}.checkpoint, or set "
                 "HF_HUB_OFFLINE=1 to use weights already in the local Hugging Face cache"
             )
     try:
@@ -82,19 +77,15 @@ def build_timm(
     except OSError as e:  # huggingface_hub's offline / not-found errors, connection errors: all OSError
         raise ConfigError(
             f"{key}: timm:{name} pretrained weights could not be fetched (the machine is offline or the hub "
-            f"unreachable: {type(e).__name__}); set {_section(key)}.pretrained=false, or give the weights as "
-            f"{_section(key)}.checkpoint"
+            f"unreachable: {type(e).__name__}); set {section_of(key)}.pretrained=false, or give the weights as "
+            f"{section_of(key)}.checkpoint"
         ) from None
     except RuntimeError as e:
         if pretrained and "pretrained" in str(e).lower():
-            raise ConfigError(f"{key}: timm:{name} has no pretrained weights ({_first_line(e)})") from None
-        raise ConfigError(f"{key}: timm:{name} cannot be built ({type(e).__name__}: {_first_line(e)})") from None
+            raise ConfigError(f"{key}: timm:{name} has no pretrained weights ({first_line(e)})") from None
+        raise ConfigError(f"{key}: timm:{name} cannot be built ({type(e).__name__}: {first_line(e)})") from None
     except (ValueError, TypeError, AssertionError, KeyError) as e:
-        raise ConfigError(f"{key}: timm:{name} cannot be built ({type(e).__name__}: {_first_line(e)})") from None
-
-
-def _section(key: str) -> str:
-    return key.removesuffix(".model") if key.endswith(".model") else key
+        raise ConfigError(f"{key}: timm:{name} cannot be built ({type(e).__name__}: {first_line(e)})") from None
 
 
 def declared_timm(name: str, *, key: str) -> Declared:

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from torch import nn
 
 from kdlab.errors import ConfigError
-from kdlab.models.common import MODELS, Declared
+from kdlab.models.common import MODELS, Declared, section_of
 
 __all__ = ["Declared", "ModelSpec", "absolute_spec", "build_model", "check_recorded", "declared_inputs", "parse_spec"]
 
@@ -73,10 +73,6 @@ def parse_spec(spec: str, *, key: str) -> ModelSpec:
     return ModelSpec("registered", text, text)
 
 
-def _section(key: str) -> str:
-    return key.removesuffix(".model") if key.endswith(".model") else key
-
-
 def build_model(
     spec: str | ModelSpec,
     *,
@@ -105,7 +101,7 @@ def build_model(
     """
     parsed = spec if isinstance(spec, ModelSpec) else parse_spec(spec, key=key)
     shape = tuple(input_shape)
-    section = _section(key)
+    section = section_of(key)
     if pretrained and parsed.kind in ("registered", "factory"):
         raise ConfigError(
             f"{section}.pretrained: only timm: and hf: models have pretrained weights ({key} is '{parsed.text}'); "
