@@ -286,6 +286,9 @@ class LabSession:
     """``teacher`` / ``student`` -> its own view of the samples, None when it sees the data's."""
     seen: dict[str, tuple[DataBundle, dict[str, Split], TensorLoader, Loader | None]] = field(default_factory=dict)
     """The views built so far (lazily, for a model whose view differs): data, placed splits, loaders."""
+    teacher_inputs: TeacherInputs | None = None
+    """What the teacher-cache pass runs on (set by :meth:`student_arms`): the teacher's view of the
+    training split; None before the students (the data's training split, live teacher allowed)."""
 
     @classmethod
     def open(
@@ -444,7 +447,7 @@ class LabSession:
         with self.seeing("teacher"):
             train = self.splits["train"]
         differ = teacher_view != self.own_views.get("student")
-        self.rt.teacher_inputs = TeacherInputs(train, teacher_view.record() if teacher_view else None, not differ)
+        self.teacher_inputs = TeacherInputs(train, teacher_view.record() if teacher_view else None, not differ)
         with self.seeing("student"):
             self._student_arms(teacher, teacher_logits, students, differ=differ)
 
@@ -470,8 +473,8 @@ class LabSession:
                 # arm's checkpoints (resume) hold them together with the student.
                 if differ:  # each model's dry batch is its own view of the same two samples
                     distiller = make_distiller(cfg, teacher, student, distill=dc)
-                    assert self.rt.teacher_inputs is not None
-                    teacher_x = prepare_inputs(self.rt.teacher_inputs.train.x[:2])
+                    assert self.teacher_inputs is not None
+                    teacher_x = prepare_inputs(self.teacher_inputs.train.x[:2])
                     check_pair(distiller, teacher_x, prepare_inputs(self.splits["train"].x[:2]))
                 else:
                     example = prepare_inputs(self.splits["train"].x[:2])
@@ -573,7 +576,7 @@ class LabSession:
                 settings or cfg.distill,
                 distiller.objective,
                 distiller.teacher,
-                self.splits["train"],
+                self.teacher_inputs or TeacherInputs(self.splits["train"], None, live_ok=True),
                 distiller.teacher_logits,
                 self.say,
             )

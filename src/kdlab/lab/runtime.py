@@ -47,8 +47,6 @@ class Runtime:
     scratch_dir: Path | None = None
     train_on_device: bool = True
     cache: dict[str, Any] = field(default_factory=dict)
-    teacher_inputs: TeacherInputs | None = None
-    """The teacher's own view of the training split, when the lab set one (:meth:`teacher_fn`)."""
 
     @classmethod
     def start(cls, cfg: ExperimentConfig) -> Runtime:
@@ -101,23 +99,20 @@ class Runtime:
         settings: DistillConfig,
         objective: Any,
         teacher: nn.Module,
-        train: Split,
+        inputs: TeacherInputs,
         live: Callable[[Batch], Tensor],
         say: Callable[[str], None],
     ) -> Callable[[Batch], Tensor] | None:
         """The distillation arm's teacher function: a cache lookup when valid, else None (live).
 
         ``settings`` are the arm's own distill settings (a comparison's arms differ), so
-        ``kdlab compare -m kd:teacher_cache=off`` runs that arm's teacher live.
+        ``kdlab compare -m kd:teacher_cache=off`` runs that arm's teacher live. ``inputs`` is what
+        the cache pass runs on (:class:`TeacherInputs`); ``live`` answers a batch the cache cannot.
         """
         cfg = settings
         aug = self.cfg.train.augment
-        view: dict[str, Any] | None = None
-        fallback: Callable[[Batch], Tensor] | None = live
-        if self.teacher_inputs is not None:  # the cache pass runs on the teacher's own view of the samples
-            train, view = self.teacher_inputs.train, self.teacher_inputs.view
-            if not self.teacher_inputs.live_ok:
-                fallback = None  # the student's batches are not what the teacher sees
+        train, view = inputs.train, inputs.view  # the cache pass runs on the teacher's own view of the samples
+        fallback = live if inputs.live_ok else None  # else the student's batches are not what the teacher sees
         use, reason = teacher_cache.decide(cfg.teacher_cache, objective=objective, augment_random=aug.random)
         if not use:
             if cfg.teacher_cache == "auto" and reason and getattr(objective, "uses_teacher", True):
