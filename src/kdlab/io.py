@@ -360,10 +360,17 @@ def check_weights(model: nn.Module, path: Path, *, what: str = "model", convert_
     ``.pth`` / ``.bin`` state dict is loaded (weights only) and checked."""
     if Path(path).suffix == ".safetensors":
         check_fit(Path(path), safetensors_header(path), model, what=what, convert_floats=convert_floats)
-        return
-    state = read_state_dict(Path(path), own=list(model.state_dict()))
+    else:
+        _read_fitting(model, Path(path), what=what, convert_floats=convert_floats)
+
+
+def _read_fitting(model: nn.Module, path: Path, *, what: str, convert_floats: bool) -> dict[str, torch.Tensor]:
+    """A ``.pt`` / ``.pth`` / ``.bin`` state dict, read (weights only) and checked against ``model``:
+    such a file can only be checked once loaded."""
+    state = read_state_dict(path, own=list(model.state_dict()))
     stored = {k: (dtype_name(v.dtype), tuple(v.shape)) for k, v in state.items()}
-    check_fit(Path(path), stored, model, what=what, convert_floats=convert_floats)
+    check_fit(path, stored, model, what=what, convert_floats=convert_floats)
+    return state
 
 
 def load_weights(model: nn.Module, path: Path, *, what: str = "model", convert_floats: bool = False) -> nn.Module:
@@ -373,9 +380,8 @@ def load_weights(model: nn.Module, path: Path, *, what: str = "model", convert_f
     path = Path(path)
     if path.suffix == ".safetensors":  # its header, before any tensor is read
         check_weights(model, path, what=what, convert_floats=convert_floats)
-    state = read_state_dict(path, own=list(model.state_dict()))
-    if path.suffix != ".safetensors":  # a .pt file can only be checked once loaded
-        stored = {k: (dtype_name(v.dtype), tuple(v.shape)) for k, v in state.items()}
-        check_fit(path, stored, model, what=what, convert_floats=convert_floats)
+        state = read_state_dict(path)
+    else:
+        state = _read_fitting(model, path, what=what, convert_floats=convert_floats)
     model.load_state_dict(state)
     return model
