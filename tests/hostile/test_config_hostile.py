@@ -260,10 +260,12 @@ def test_split_seeds_near_the_bound_are_valid_random_states() -> None:
 
 
 def test_a_fifo_as_the_experiment_is_refused_without_blocking(tmp_path) -> None:
-    """A named pipe nobody writes to would block a plain open() forever: refused, never read."""
+    """A named pipe nobody writes to would block a plain open() forever: refused, never read (in a
+    bounded child, so a regression fails on the timeout instead of hanging the suite)."""
     import os
 
     fifo = tmp_path / "exp.yaml"
     os.mkfifo(fifo)
-    with pytest.raises(ConfigError, match=r"exp\.yaml: is a FIFO \(named pipe\), not a regular file"):
-        load_experiment(str(fifo))
+    res = run_bounded(["run", str(fifo), "--out", str(tmp_path / "runs")], mem_mb=MEM_MB, timeout=60)
+    assert_clean_error(res, match=r"exp\.yaml: is a FIFO \(named pipe\), not a regular file")
+    assert_nothing_written(tmp_path / "runs")
