@@ -263,10 +263,10 @@ def test_config_options_are_exactly_the_method_options() -> None:
 
 # ------------------------------------------------------------------------------------------ options models
 def test_every_distill_key_belongs_to_a_method_model_or_to_the_objective() -> None:
-    from kdlab.config.schema import TEACHER_CACHE_KEYS, DistillConfig
+    from kdlab.config.schema import LOOP_KEYS, DistillConfig
     from kdlab.kd.objective import METHOD_OPTIONS
 
-    config_keys = set(DistillConfig.model_fields) - {"method", "alpha", "warmup_epochs", *TEACHER_CACHE_KEYS}
+    config_keys = set(DistillConfig.model_fields) - {"method", "alpha", "warmup_epochs", *LOOP_KEYS}
     assert config_keys == METHOD_OPTIONS
     for name in METHODS:
         options = METHODS.get(name).options

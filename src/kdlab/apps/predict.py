@@ -31,8 +31,8 @@ from torch import Tensor, nn
 
 from kdlab.config.schema import ExperimentConfig
 from kdlab.data import views
+from kdlab.data.decode import ImageTooLarge, decode_image
 from kdlab.data.files import NotRegularFile, TextLines, cannot_open, kind_of, open_regular
-from kdlab.data.images import ImageTooLarge, decode_image
 from kdlab.data.text import VOCAB_FILE, Vocab, load_vocab
 from kdlab.errors import ConfigError, DataError, KdlabError, first_line
 from kdlab.io import check_weights, load_weights

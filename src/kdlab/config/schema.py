@@ -65,6 +65,16 @@ class DataConfig(Section):
     max_len: int = Field(
         200, ge=1, le=MAX_LEN, description="text: tokens per sequence; longer texts keep their first max_len"
     )
+    unlabeled: Literal["rest"] | Path | None = Field(
+        None,
+        description="transfer set: inputs without labels that only the KD term trains on (CE sees the labelled "
+        "samples only): an image folder (no class folders needed), a .txt file (one text per line), a "
+        ".csv/.tsv/.jsonl file (its data.text_column), or rest = the training samples data.train_limit "
+        "left out, their labels withheld (docs/data.md, Transfer sets)",
+    )
+    unlabeled_limit: int | None = Field(
+        None, gt=0, le=MAX_SAMPLES, description="use at most this many transfer-set samples (seeded); None = all"
+    )
     max_memory_gb: float = Field(
         4.0,
         gt=0,
@@ -76,6 +86,13 @@ class DataConfig(Section):
     def _fractions(self) -> DataConfig:
         if self.val_fraction + self.test_fraction >= 1:
             raise ValueError("val_fraction + test_fraction must be < 1 to leave training data")
+        if self.unlabeled == "rest" and self.train_limit is None:
+            raise ValueError(
+                "unlabeled: rest is the training samples data.train_limit leaves out; set data.train_limit "
+                "(e.g. 540 for 1 % of Fashion-MNIST's labels) or give a file or folder of unlabelled inputs"
+            )
+        if self.unlabeled_limit is not None and self.unlabeled is None:
+            raise ValueError("unlabeled_limit: there is no transfer set to limit; set data.unlabeled or remove it")
         return self
 
 
@@ -135,6 +152,11 @@ class TeacherConfig(Section):
     pretrained: bool = Field(
         False, description="timm: / hf: hub id: download the model's pretrained weights (needs a network)"
     )
+    train_on: Literal["budget", "all"] = Field(
+        "budget",
+        description="the labelled samples the teacher trains on: budget = the students' (data.train_limit), "
+        "all = every training sample before data.train_limit (the students still see only the budget)",
+    )
     input: InputConfig = Field(default_factory=InputConfig, description="how the teacher sees the samples")
 
 
@@ -161,6 +183,8 @@ class StudentConfig(Section):
 
 TEACHER_CACHE_KEYS = ("teacher_cache", "teacher_cache_dtype", "teacher_cache_dir")
 """``distill.*`` keys of the loop (how teacher logits are obtained), not of the objective."""
+LOOP_KEYS = (*TEACHER_CACHE_KEYS, "use_unlabeled")
+"""``distill.*`` keys of the loop (which samples and teacher logits it trains on), not of the objective."""
 
 
 class DistillConfig(Section):
@@ -218,13 +242,18 @@ class DistillConfig(Section):
     teacher_cache_dir: Path | None = Field(
         None, description="shared folder of teacher-logit caches; None = $KDLAB_CACHE/teacher-logits"
     )
+    use_unlabeled: bool = Field(
+        True,
+        description="train the KD term on the transfer set (data.unlabeled) too; false = this arm sees the "
+        "labelled samples only (kdlab compare -m kd,kd:use_unlabeled=false pairs the two)",
+    )
 
     def method_options(self) -> dict[str, Any]:
         """The method-specific options and ``warmup_epochs``, as keyword arguments of
         :class:`~kdlab.train.distiller.Distiller` (which takes method, alpha, temperature and
         t_squared by name). Which of them a method takes, and refuses, is its options model's
         business (:data:`kdlab.kd.objective.METHODS`)."""
-        return self.model_dump(exclude={"method", "alpha", "temperature", "t_squared", *TEACHER_CACHE_KEYS})
+        return self.model_dump(exclude={"method", "alpha", "temperature", "t_squared", *LOOP_KEYS})
 
     @field_validator("teacher_cache", mode="before")
     @classmethod
@@ -315,6 +344,13 @@ class ExperimentConfig(Section):
             )
         if self.student.init_from_teacher and not (t.model.startswith("hf:") and self.student.model.startswith("hf:")):
             raise ValueError("student.init_from_teacher: needs hf: models for both teacher.model and student.model")
+        if t.train_on == "all" and self.data.train_limit is None:
+            raise ValueError(
+                "teacher.train_on: all means the labelled samples before data.train_limit, but no data.train_limit "
+                "is set (the teacher already sees every one); set data.train_limit or remove teacher.train_on"
+            )
+        if t.train_on == "all" and t.checkpoint is not None:
+            raise ValueError("teacher.train_on: the teacher is loaded from teacher.checkpoint, not trained; remove one")
         if self.student.init_from_teacher and self.student.checkpoint is not None:
             raise ValueError(
                 "student.init_from_teacher and student.checkpoint both set the students' start: choose one"

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from kdlab.config.schema import DataConfig
+from kdlab.data import transfer
 from kdlab.data.splits import stratified_split
 from kdlab.data.tensors import Source, Split
 from kdlab.errors import ConfigError, DataError
@@ -26,6 +27,9 @@ class DataBundle:
         classes: class names, index = label.
         input_shape: shape of one input (``(C, H, W)`` for images, ``(L,)`` for token ids).
         meta: extra facts for the run record: ``skipped_files`` (paths), ``source``, ``vocab``...
+        unlabeled: the transfer set (``data.unlabeled``; labels all ``UNLABELED``), or None.
+        full_train: every training sample before ``data.train_limit`` (``teacher.train_on: all``),
+            or None when no limit applied (then it is ``train``).
     """
 
     name: str
@@ -35,6 +39,8 @@ class DataBundle:
     classes: list[str]
     input_shape: tuple[int, ...]
     meta: dict[str, Any] = field(default_factory=dict)
+    unlabeled: Split | None = None
+    full_train: Split | None = None
 
     @property
     def num_classes(self) -> int:
@@ -53,6 +59,8 @@ class DataBundle:
             "source": self.meta.get("source"),
             "skipped_files": skipped,
             "skipped_count": len(skipped),
+            **({"full_train": len(self.full_train)} if self.full_train is not None else {}),
+            **({"unlabeled": transfer.summary(self)} if self.unlabeled is not None else {}),
         }
 
 
@@ -62,7 +70,7 @@ DATASETS: Registry[DatasetLoader] = Registry("dataset")
 
 # The ``data.*`` keys each built-in dataset reads, besides those every dataset reads (COMMON_KEYS).
 # A dataset registered without an entry here is not checked.
-COMMON_KEYS = frozenset({"name", "val_fraction", "train_limit", "max_memory_gb"})
+COMMON_KEYS = frozenset({"name", "val_fraction", "train_limit", "max_memory_gb", "unlabeled", "unlabeled_limit"})
 DATASET_KEYS: dict[str, frozenset[str]] = {
     "digits": frozenset({"test_fraction"}),
     "fashion-mnist": frozenset({"path"}),  # its own 10,000-image test split: no test_fraction
@@ -79,6 +87,8 @@ def check_keys(cfg: DataConfig) -> None:
     reads = DATASET_KEYS.get(cfg.name)
     if reads is None:
         return
+    if cfg.unlabeled not in (None, "rest"):
+        reads = reads | {"text_column"}  # a .csv/.tsv/.jsonl transfer set's text column
     for key in DataConfig.model_fields:  # in the schema's order, so the first one named is stable
         if key in COMMON_KEYS or key in reads or key not in cfg.model_fields_set:
             continue
@@ -104,17 +114,35 @@ def build_data(cfg: DataConfig, seed: int) -> DataBundle:
             f"data.test_fraction: the test split of {cfg.name} is empty (test_fraction={cfg.test_fraction:g});"
             " the arms are compared on it: set data.test_fraction > 0, e.g. 0.1"
         )
+    rest: Split | None = None
     if cfg.train_limit is not None and cfg.train_limit < len(bundle.train):
-        bundle.train = subset_train(bundle.train, cfg.train_limit, seed)
+        bundle.full_train = bundle.train
+        bundle.train, rest = subset_train(bundle.train, cfg.train_limit, seed)
+    if cfg.unlabeled == "rest":
+        if rest is None:
+            raise DataError(
+                f"data.unlabeled: rest is empty: data.train_limit={cfg.train_limit} keeps all "
+                f"{len(bundle.train)} training samples; lower data.train_limit"
+            )
+        bundle.unlabeled = transfer.withhold_labels(rest)
+        bundle.meta["unlabeled_source"] = "rest"
+        if cfg.unlabeled_limit is not None and cfg.unlabeled_limit < len(rest):
+            keep = np.sort(np.random.default_rng(seed + 8).choice(len(rest), cfg.unlabeled_limit, replace=False))
+            bundle.unlabeled = bundle.unlabeled.take(torch.from_numpy(keep))
+    elif cfg.unlabeled is not None:
+        bundle.unlabeled = transfer.load_unlabeled(cfg, bundle, seed)
+        bundle.meta["unlabeled_source"] = str(cfg.unlabeled)
+        bundle.meta["skipped_files"] = [*bundle.meta.get("skipped_files", []), *bundle.meta["unlabeled_skipped"]]
     return bundle
 
 
-def subset_train(train: Split, limit: int, seed: int) -> Split:
-    """A stratified subset of ``limit`` training samples (for data-starved students and quick runs)."""
+def subset_train(train: Split, limit: int, seed: int) -> tuple[Split, Split]:
+    """A stratified subset of ``limit`` training samples (for data-starved students and quick runs),
+    and the samples it left out (``data.unlabeled: rest``); the two are disjoint."""
     y = train.y.numpy()
     frac = limit / len(y)
-    keep, _ = stratified_split(y, (frac, 1 - frac), seed=seed + 7, what="data.train_limit")
-    return train.take(torch.from_numpy(keep))
+    keep, rest = stratified_split(y, (frac, 1 - frac), seed=seed + 7, what="data.train_limit")
+    return train.take(torch.from_numpy(keep)), train.take(torch.from_numpy(rest))
 
 
 def three_way(

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import struct
-import warnings
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 
 from kdlab.config.schema import DataConfig
 from kdlab.data.bundle import DATASETS, DataBundle, three_way, train_val
+from kdlab.data.decode import decode_image
 from kdlab.data.files import open_regular, shorten
 from kdlab.data.tensors import Split
 from kdlab.errors import DataError
@@ -198,6 +198,12 @@ class ImageFiles:
     def take(self, idx: torch.Tensor) -> ImageFiles:
         return replace(self, rows=self.rows[idx.to(self.rows.device)])
 
+    def join(self, other: object) -> ImageFiles | None:
+        """These rows followed by ``other``'s, when both are rows of the same decoded folder, else None."""
+        if not isinstance(other, ImageFiles) or (other.root, other.paths) != (self.root, self.paths):
+            return None
+        return replace(self, rows=torch.cat([self.rows, other.rows.to(self.rows.device)]))
+
     def decode(self, size: int, rows: torch.Tensor | None = None) -> torch.Tensor:
         """uint8 ``[N, 3, size, size]`` of this split's files (or of its rows ``rows`` only), decoded
         from the originals as the data were (RGB, bilinear resize with Pillow)."""
@@ -299,38 +305,6 @@ def decode_folder(
     except OSError:
         pass  # caching is an optimisation: an unwritable cache folder only costs a re-decode
     return torch.from_numpy(x), y, skipped
-
-
-class ImageTooLarge(ValueError):
-    """An image with more pixels than Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``)."""
-
-
-def decode_image(path: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
-    """One image file -> uint8 ``(H, W)`` (mode ``L``) or ``(H, W, 3)`` (``RGB``) resized to ``size`` = (W, H).
-
-    Bounded: the file must be a regular file (a FIFO or device raises
-    :class:`~kdlab.data.files.NotRegularFile` without blocking), and an image of more than
-    ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (89,478,485 by default, about 9,459×9,459) raises
-    :class:`ImageTooLarge` from its header, before any pixel is decoded, so one decode holds at
-    most that many pixels (JPEGs are decoded at a reduced scale when much larger than ``size``).
-    Pillow's warnings about a file's contents (odd EXIF, palette transparency) are not printed.
-    """
-    from PIL import Image
-
-    limit = Image.MAX_IMAGE_PIXELS
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # DecompressionBombWarning is checked below; the rest is noise
-        with open_regular(path) as f:
-            try:
-                img = Image.open(f)
-            except Image.DecompressionBombError:
-                raise ImageTooLarge(f"more than twice the {limit:,}-pixel limit") from None
-            with img:
-                w, h = img.size
-                if limit and w * h > limit:
-                    raise ImageTooLarge(f"{w}×{h} = {w * h:,} pixels, over the {limit:,}-pixel limit")
-                img.draft(mode, size)  # JPEG: decode at reduced scale when much larger (fast)
-                return np.asarray(img.convert(mode).resize(size, Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
 def _decode_all(files: list[tuple[Path, int]], size: int, root: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -138,6 +138,10 @@ class Texts:
     def take(self, idx: torch.Tensor) -> Texts:
         return Texts(tuple(self.texts[i] for i in idx.tolist()))
 
+    def join(self, other: object) -> Texts | None:
+        """These texts followed by ``other``'s (None when ``other`` keeps no texts)."""
+        return Texts(self.texts + other.texts) if isinstance(other, Texts) else None
+
 
 _COUNT_CHUNK = 1 << 22  # token ids counted per np.bincount (32 MiB of int64)
 

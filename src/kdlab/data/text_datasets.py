@@ -11,8 +11,6 @@ bounded lines and fields (:mod:`kdlab.data.files`); FIFOs and devices are refuse
 
 from __future__ import annotations
 
-import csv
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +31,7 @@ from kdlab.data.files import (
     special_kind,
 )
 from kdlab.data.splits import stratified_split
+from kdlab.data.tables import csv_rows, jsonl_rows
 from kdlab.data.tensors import Split
 from kdlab.data.text import Texts, Vocab
 from kdlab.errors import DataError
@@ -72,9 +71,9 @@ def read_table(path: Path, text_column: str, label_column: str) -> Corpus:
     with f:
         lines = TextLines(f, str(path))
         if path.suffix.lower() == ".jsonl":
-            columns, rows = _jsonl_rows(path, lines, text_column, label_column)
+            columns, rows = jsonl_rows(path, lines, text_column, label_column)
         else:
-            columns, rows = _csv_rows(path, lines, text_column, label_column)
+            columns, rows = csv_rows(path, lines, text_column, label_column)
     if not lines.seen_text:
         raise DataError(f"{path}: the file is empty; it needs a header and labelled rows")
     for key, what in ((text_column, "text"), (label_column, "label")):
@@ -91,79 +90,6 @@ def read_table(path: Path, text_column: str, label_column: str) -> Corpus:
         corpus.texts.append(doc)
         corpus.labels.append(label.strip())
     return corpus
-
-
-Rows = list[tuple[int, str, str]]
-
-
-def _csv_rows(path: Path, lines: TextLines, text_column: str, label_column: str) -> tuple[list[str], Rows]:
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    old_limit = csv.field_size_limit(MAX_LINE_BYTES)  # whole reviews can exceed csv's 128 KB default
-    reader = csv.reader(lines, delimiter=delimiter)
-    rows: Rows = []
-    try:
-        columns = next(reader, [])
-        if text_column not in columns or label_column not in columns:
-            for _ in reader:  # only to tell an empty file from a missing column
-                if lines.seen_text:
-                    break
-            return columns, rows
-        ti, li = columns.index(text_column), columns.index(label_column)
-        for row in reader:
-            if not row:
-                continue  # a blank line, as csv.DictReader skips it
-            rows.append((reader.line_num, row[ti] if ti < len(row) else "", row[li] if li < len(row) else ""))
-    except csv.Error as e:
-        if "field larger than field limit" in str(e):
-            raise DataError(
-                f"{path}:{reader.line_num}: a field longer than {MAX_LINE_BYTES // 2**20} Mi characters "
-                "(an unbalanced quote?)"
-            ) from None
-        raise DataError(f"{path}:{reader.line_num}: not valid {path.suffix[1:].upper()} ({e})") from None
-    finally:
-        csv.field_size_limit(old_limit)
-    return columns, rows
-
-
-def _cell(value: object, path: Path, line: int, key: str) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (list, dict)):
-        kind = "an array" if isinstance(value, list) else "an object"
-        raise DataError(
-            f"{path}:{line}: '{shorten(key)}' is {kind}, not a string; JSONL rows need a string text and a string "
-            "or number label"
-        )
-    return value if isinstance(value, str) else str(value)
-
-
-def _jsonl_rows(path: Path, lines: TextLines, text_column: str, label_column: str) -> tuple[list[str], Rows]:
-    rows: Rows = []
-    columns: dict[str, None] = {}
-    for line in lines:
-        if not line.strip():
-            continue
-        line_no = lines.line
-        try:
-            obj = json.loads(line)
-        except RecursionError:
-            raise DataError(
-                f"{path}:{line_no}: JSON nested too deeply to read; JSONL needs one flat object per line"
-            ) from None
-        except ValueError as e:  # JSONDecodeError, or an integer of more than 4,300 digits
-            msg = e.msg if isinstance(e, json.JSONDecodeError) else shorten(e, 80)
-            raise DataError(f"{path}:{line_no}: not a JSON object ({msg}); JSONL needs one object per line") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{path}:{line_no}: a JSON {type(obj).__name__}, not an object; JSONL needs objects")
-        if len(columns) < 10_000:  # the column names only serve the missing-column message
-            columns.update(dict.fromkeys(obj))
-        text = _cell(obj.get(text_column), path, line_no, text_column)
-        label = _cell(obj.get(label_column), path, line_no, label_column)
-        columns.update(dict.fromkeys(k for k in (text_column, label_column) if k in obj))
-        rows.append((line_no, text, label))
-    return list(columns), rows
 
 
 def read_acl_folder(folder: Path) -> Corpus:

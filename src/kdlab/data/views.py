@@ -371,14 +371,22 @@ def view_bundle(view: View, bundle: DataBundle) -> DataBundle:
     """``bundle`` as ``view`` shows it: every split built (:func:`build_view`), same rows, labels and
     sources; ``input_shape`` and ``meta['vocab_size']`` are the view's."""
     splits = {
-        k: Split(build_view(view, bundle, k), getattr(bundle, k).y, getattr(bundle, k).source)
-        for k in ("train", "val", "test")
+        k: Split(build_view(view, bundle, k), part.y, part.source)
+        for k in ("train", "val", "test", "unlabeled", "full_train")
+        if (part := getattr(bundle, k)) is not None
     }
     meta = {**bundle.meta, "vocab_size": vocab_size(view, bundle)}
     if view.kind == "text" and view.tokenizer is not None:
         meta.pop("vocab", None)  # the model's ids are its tokenizer's, not kdlab's vocabulary
     return replace(
-        bundle, train=splits["train"], val=splits["val"], test=splits["test"], input_shape=view.input_shape(), meta=meta
+        bundle,
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
+        unlabeled=splits.get("unlabeled"),
+        full_train=splits.get("full_train"),
+        input_shape=view.input_shape(),
+        meta=meta,
     )
 
 

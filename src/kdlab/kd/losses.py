@@ -19,6 +19,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+UNLABELED = -1
+"""The label of a transfer-set sample (``data.unlabeled``): no label, the KD term only."""
+
+
+def labelled_cross_entropy(student_logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean cross-entropy over the labelled samples of a batch that also holds transfer-set samples
+    (label :data:`UNLABELED`), which contribute nothing:
+
+    ``CE_L(y, s) = -(1/|L|) Σ_{i∈L} log softmax(s_i)[y_i]``, ``L = {i : y_i ≠ UNLABELED}``,
+
+    and 0 when the batch has no labelled sample (|L| = 0). No host sync: ``|L|`` stays a tensor.
+    """
+    total = F.cross_entropy(student_logits.float(), labels, ignore_index=UNLABELED, reduction="sum")
+    return total / (labels != UNLABELED).sum().clamp(min=1)
+
+
+def pseudo_labels(labels: Tensor, teacher_logits: Tensor) -> Tensor:
+    """``labels`` with every transfer-set sample's :data:`UNLABELED` replaced by the teacher's top
+    class ``argmax_c t_c`` (for a KD term that needs a target class, such as DKD's target/non-target
+    split); labelled samples keep their own label."""
+    return torch.where(labels == UNLABELED, teacher_logits.argmax(dim=-1), labels)
+
 
 def cross_entropy(student_logits: Tensor, labels: Tensor) -> Tensor:
     """Mean cross-entropy of integer labels under the student's softmax.

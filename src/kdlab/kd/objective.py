@@ -293,7 +293,15 @@ class Objective:
         warmup_epochs: ramp D's weight over the first epochs: during epoch e (1-based) D is scaled
             by ``min(e / warmup_epochs, 1)``; 0 = no warm-up. The reported ``kd`` part is the
             scaled term, the one that enters ``total``.
+
+    With :attr:`partial_labels` set (a transfer set, ``data.unlabeled``), batches mix labelled
+    samples and transfer-set samples labelled :data:`~kdlab.kd.losses.UNLABELED`: CE is the mean
+    over the batch's labelled samples only (:func:`~kdlab.kd.losses.labelled_cross_entropy`, 0
+    without any), D the mean over every sample, and a D that needs a target class (dkd) takes the
+    teacher's top class for a transfer-set sample (:func:`~kdlab.kd.losses.pseudo_labels`).
     """
+
+    partial_labels: bool = False
 
     def __init__(
         self,
@@ -375,12 +383,17 @@ class Objective:
     def __call__(
         self, student_logits: Tensor, labels: Tensor, teacher_logits: Tensor | None = None
     ) -> dict[str, Tensor]:
-        ce = losses.cross_entropy(student_logits, labels)
+        if self.partial_labels:
+            ce = losses.labelled_cross_entropy(student_logits, labels)
+        else:
+            ce = losses.cross_entropy(student_logits, labels)
         if not self.uses_teacher:
             return {"total": ce, "ce": ce}
         if teacher_logits is None:
             raise ValueError(f"objective '{self.name}' needs teacher logits")
         assert self.kd_term is not None
+        if self.partial_labels:
+            labels = losses.pseudo_labels(labels, teacher_logits)
         kd = self.kd_term(student_logits, teacher_logits, labels)
         if self.warmup_epochs > 0:
             kd = kd * self.kd_scale

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from kdlab.config.schema import DistillConfig, ExperimentConfig
-from kdlab.data import views
+from kdlab.data import transfer, views
 from kdlab.data.bundle import DataBundle, build_data, check_keys
 from kdlab.data.tensors import Loader, Split, TensorLoader, as_loader, prepare_inputs
 from kdlab.data.text import save_vocab
@@ -244,6 +244,18 @@ def resolve_inputs(cfg: ExperimentConfig, data: DataBundle) -> dict[str, views.V
     return out
 
 
+def placed_splits(cfg: ExperimentConfig, rt: Runtime, data: DataBundle) -> dict[str, Split]:
+    """The splits one model's view trains and is scored on, placed by ``rt``: ``train`` (the labelled
+    budget), ``val``, ``test``, and when configured ``transfer`` (the budget followed by the transfer
+    set, for distilled arms) and ``teacher_train`` (every labelled sample, ``teacher.train_on: all``)."""
+    parts = {k: getattr(data, k) for k in ("train", "val", "test")}
+    if data.unlabeled is not None:
+        parts["transfer"] = transfer.with_transfer(data.train, data.unlabeled)
+    if cfg.teacher.train_on == "all" and data.full_train is not None:
+        parts["teacher_train"] = data.full_train
+    return rt.place(parts)
+
+
 def own_view(inputs: Mapping[str, views.View | None], who: str, data: DataBundle) -> views.View | None:
     """``who``'s view when it differs from the data's own, else None (it sees the data tensors)."""
     view = inputs.get(who)
@@ -286,9 +298,6 @@ class LabSession:
     """``teacher`` / ``student`` -> its own view of the samples, None when it sees the data's."""
     seen: dict[str, tuple[DataBundle, dict[str, Split], TensorLoader, Loader | None]] = field(default_factory=dict)
     """The views built so far (lazily, for a model whose view differs): data, placed splits, loaders."""
-    teacher_inputs: TeacherInputs | None = None
-    """What the teacher-cache pass runs on (set by :meth:`student_arms`): the teacher's view of the
-    training split; None before the students (the data's training split, live teacher allowed)."""
 
     @classmethod
     def open(
@@ -307,6 +316,10 @@ class LabSession:
         the evaluation loaders; a text run's vocabulary is saved beside the weights (kdlab predict)."""
         say = log or (lambda _msg: None)
         say(f"data {data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
+        if data.unlabeled is not None:
+            say(f"transfer set ({data.meta.get('unlabeled_source')}): {len(data.unlabeled)} unlabelled, KD term only")
+        if cfg.teacher.train_on == "all" and data.full_train is not None:
+            say(f"teacher: trains on all {len(data.full_train)} labelled training samples (teacher.train_on: all)")
         if "vocab" in data.meta:
             save_vocab(run_dir, data.meta["vocab"])
         fresh: dict[str, Any] = {
@@ -329,7 +342,7 @@ class LabSession:
             fresh["inputs"] = {who: v.record() for who, v in inputs.items() if v is not None}
         results = continue_results(run_dir, fresh, WEIGHT_FILES) if resuming else fresh
         rows = read_history_rows(run_dir, set(results["arms"])) if resuming else []
-        splits = rt.place({k: getattr(data, k) for k in ("train", "val", "test")})
+        splits = placed_splits(cfg, rt, data)
         test_loader = TensorLoader(splits["test"].x, splits["test"].y, batch_size=cfg.train.eval_batch_size)
         # Built once for every arm: validation in eval_batch_size batches (an empty split: none).
         val, bs = splits["val"], cfg.train.eval_batch_size
@@ -354,7 +367,7 @@ class LabSession:
         if who not in self.seen:
             self.say(f"{who}: its own inputs {view.values()}")
             data = views.view_bundle(view, self.data)
-            splits = self.rt.place({k: getattr(data, k) for k in ("train", "val", "test")})
+            splits = placed_splits(self.cfg, self.rt, data)
             bs = self.cfg.train.eval_batch_size
             test_loader = TensorLoader(splits["test"].x, splits["test"].y, batch_size=bs)
             val_loader = as_loader(splits["val"], batch_size=bs, device=self.rt.device) if len(splits["val"]) else None
@@ -418,12 +431,26 @@ class LabSession:
 
     def _teacher_arm(self) -> tuple[nn.Module, torch.Tensor]:
         cfg = self.cfg
-        teacher = self.make(cfg.teacher.model, cfg.seed, who="teacher")
-        what = f"teacher '{cfg.teacher.model}'"
         if "teacher" in self.done:  # resuming: the finished teacher's weights are in the run folder
-            load_weights(teacher, self.run_dir / WEIGHT_FILES["teacher"], what=what)
+            teacher = self.make(cfg.teacher.model, cfg.seed, who="teacher")
+            load_weights(teacher, self.run_dir / WEIGHT_FILES["teacher"], what=f"teacher '{cfg.teacher.model}'")
             teacher.eval()
             return teacher, predict(teacher, self.test_loader)[0]
+        teacher, history, source = self._fit_teacher()
+        extra = {"model": cfg.teacher.model, "source": source, "train_samples": len(self.teacher_split())}
+        return teacher, self.record("teacher", teacher, history, extra)
+
+    def fit_teacher(self) -> nn.Module:
+        """The teacher trained on its training split (:meth:`teacher_split`), or loaded from
+        ``teacher.checkpoint``, or used as given — in eval mode, on its own inputs, neither recorded
+        nor scored on the test split (what a search such as ``kdlab tune`` uses)."""
+        with self.seeing("teacher"):
+            return self._fit_teacher()[0]
+
+    def _fit_teacher(self) -> tuple[nn.Module, History | None, str]:
+        cfg = self.cfg
+        teacher = self.make(cfg.teacher.model, cfg.seed, who="teacher")
+        what = f"teacher '{cfg.teacher.model}'"
         if cfg.teacher.checkpoint is not None:
             if not Path(cfg.teacher.checkpoint).is_dir():  # (an hf: model's folder: its weights are loaded)
                 load_weights(teacher, cfg.teacher.checkpoint, what=what, convert_floats=True)
@@ -435,7 +462,28 @@ class LabSession:
         else:  # trained here; from the model's own weights when it has them (fine-tuning)
             history, source = self.train("teacher", teacher, cfg.seed, cfg.teacher.epochs), "trained"
         teacher.eval()
-        return teacher, self.record("teacher", teacher, history, {"model": cfg.teacher.model, "source": source})
+        return teacher, history, source
+
+    def teacher_split(self) -> Split:
+        """The labelled samples the teacher trains on: every training sample (``teacher.train_on:
+        all``, before ``data.train_limit``) or the students' budget."""
+        return self.splits.get("teacher_train", self.splits["train"])
+
+    def student_split(self, settings: DistillConfig | None) -> Split:
+        """What a student arm trains on: the labelled budget (scratch, or ``distill.use_unlabeled:
+        false``), else the budget followed by the transfer set (``data.unlabeled``)."""
+        if settings is not None and settings.use_unlabeled and "transfer" in self.splits:
+            return self.splits["transfer"]
+        return self.splits["train"]
+
+    def teacher_inputs(self, settings: DistillConfig | None) -> TeacherInputs:
+        """What the teacher-cache pass of a distilled arm runs on: the teacher's view of the arm's
+        training split (:meth:`student_split`, rows in the student's order)."""
+        teacher_view = self.own_views.get("teacher")
+        with self.seeing("teacher"):
+            train = self.student_split(settings)
+        differ = teacher_view != self.own_views.get("student")
+        return TeacherInputs(train, teacher_view.record() if teacher_view else None, not differ)
 
     def student_arms(
         self, teacher: nn.Module, teacher_logits: torch.Tensor, students: Mapping[str, DistillConfig]
@@ -443,55 +491,78 @@ class LabSession:
         """Scratch, then each distilled arm: the same initial weights and data order, so the
         difference between them is the teacher's doing and nothing else. The students see their own
         inputs (:meth:`seeing`); the teacher's logits come from the cache built on the teacher's."""
-        teacher_view = self.own_views.get("teacher")
-        with self.seeing("teacher"):
-            train = self.splits["train"]
-        differ = teacher_view != self.own_views.get("student")
-        self.teacher_inputs = TeacherInputs(train, teacher_view.record() if teacher_view else None, not differ)
         with self.seeing("student"):
-            self._student_arms(teacher, teacher_logits, students, differ=differ)
+            initial = self.initial_student(teacher)
+            for arm, dc in [("scratch", None), *students.items()]:
+                if arm not in self.done:
+                    student, history, distiller = self._fit_student(arm, initial, teacher, dc)
+                    self._record_student(arm, student, history, distiller, dc, teacher_logits)
 
-    def _student_arms(
-        self, teacher: nn.Module, teacher_logits: torch.Tensor, students: Mapping[str, DistillConfig], *, differ: bool
-    ) -> None:
-        cfg = self.cfg
-        student_seed = cfg.seed + 1
-        initial = self.make(cfg.student.model, student_seed, who="student")
-        if cfg.student.init_from_teacher:  # DistilBERT-style: both student arms start from these weights
+    def initial_student(self, teacher: nn.Module) -> nn.Module:
+        """The weights every student arm starts from (seeded with ``seed + 1``; ``student.checkpoint``
+        or, with ``student.init_from_teacher``, the teacher's embeddings and layers)."""
+        initial = self.make(self.cfg.student.model, self.cfg.seed + 1, who="student")
+        if self.cfg.student.init_from_teacher:  # DistilBERT-style: both student arms start from these weights
             from kdlab.models.from_hf import init_from_teacher
 
             record = self.results["init_from_teacher"] = init_from_teacher(initial, teacher)
             self.say(f"students: embeddings and layers from the teacher (student <- teacher layer: {record['layers']})")
-        arms: list[tuple[str, DistillConfig | None]] = [("scratch", None), *students.items()]
-        for arm, dc in arms:
-            if arm in self.done:
-                continue
-            student = copy.deepcopy(initial)
-            distiller = None
-            if dc is not None:
-                # The dry batch builds a feature method's projectors, so that the optimizer and the
-                # arm's checkpoints (resume) hold them together with the student.
-                if differ:  # each model's dry batch is its own view of the same two samples
-                    distiller = make_distiller(cfg, teacher, student, distill=dc)
-                    assert self.teacher_inputs is not None
-                    teacher_x = prepare_inputs(self.teacher_inputs.train.x[:2])
-                    check_pair(distiller, teacher_x, prepare_inputs(self.splits["train"].x[:2]))
-                else:
-                    example = prepare_inputs(self.splits["train"].x[:2])
-                    distiller = make_distiller(cfg, teacher, student, example, distill=dc)
-            trained = distiller.trainable_module() if distiller is not None else student
-            history = self.train(arm, trained, student_seed, cfg.student.epochs, distiller, dc)
-            extra: dict[str, Any] = {"model": cfg.student.model}
-            if arm in self.teacher_outputs:  # where this arm's teacher logits came from: "cached" or "live"
-                extra["teacher_outputs"] = self.teacher_outputs[arm]
-            projectors = (
-                PROJECTORS_FILE
-                if arm == "distilled"
-                else WEIGHT_FILES[arm].replace(".safetensors", ".projectors.safetensors")
-            )
-            if distiller is not None and distiller.save_projectors(self.run_dir / projectors) is not None:
-                extra["projectors"] = projectors  # feature-method projectors, saved beside the student
-            self.record(arm, student, history, extra, teacher_logits=teacher_logits)
+        return initial
+
+    def fit_student(
+        self, arm: str, initial: nn.Module, teacher: nn.Module, distill: DistillConfig | None
+    ) -> tuple[nn.Module, History]:
+        """One student arm trained as the lab trains it — from a copy of ``initial``
+        (:meth:`initial_student`), on its own inputs, on :meth:`student_split`, against the frozen
+        ``teacher`` (its logits from the cache) when ``distill`` is given, validated every epoch
+        (``progress(arm)`` sees each row), checkpointed in ``checkpoints/<arm>`` — but neither
+        recorded nor scored on the test split (what a search such as ``kdlab tune`` uses). Returns the
+        student (the weights ``train.select`` picks) and its history."""
+        with self.seeing("student"):
+            student, history, _ = self._fit_student(arm, initial, teacher, distill)
+            return student, history
+
+    def _fit_student(
+        self, arm: str, initial: nn.Module, teacher: nn.Module, dc: DistillConfig | None
+    ) -> tuple[nn.Module, History, Distiller | None]:
+        cfg = self.cfg
+        student = copy.deepcopy(initial)
+        distiller = None
+        if dc is not None:
+            # The dry batch builds a feature method's projectors, so that the optimizer and the
+            # arm's checkpoints (resume) hold them together with the student.
+            inputs = self.teacher_inputs(dc)
+            if not inputs.live_ok:  # each model's dry batch is its own view of the same two samples
+                distiller = make_distiller(cfg, teacher, student, distill=dc)
+                check_pair(distiller, prepare_inputs(inputs.train.x[:2]), prepare_inputs(self.splits["train"].x[:2]))
+            else:
+                example = prepare_inputs(self.splits["train"].x[:2])
+                distiller = make_distiller(cfg, teacher, student, example, distill=dc)
+        trained = distiller.trainable_module() if distiller is not None else student
+        history = self.train(arm, trained, cfg.seed + 1, cfg.student.epochs, distiller, dc)
+        return student, history, distiller
+
+    def _record_student(
+        self,
+        arm: str,
+        student: nn.Module,
+        history: History,
+        distiller: Distiller | None,
+        dc: DistillConfig | None,
+        teacher_logits: torch.Tensor,
+    ) -> None:
+        cfg = self.cfg
+        extra: dict[str, Any] = {"model": cfg.student.model, "train_samples": len(self.student_split(dc))}
+        if arm in self.teacher_outputs:  # where this arm's teacher logits came from: "cached" or "live"
+            extra["teacher_outputs"] = self.teacher_outputs[arm]
+        projectors = (
+            PROJECTORS_FILE
+            if arm == "distilled"
+            else WEIGHT_FILES[arm].replace(".safetensors", ".projectors.safetensors")
+        )
+        if distiller is not None and distiller.save_projectors(self.run_dir / projectors) is not None:
+            extra["projectors"] = projectors  # feature-method projectors, saved beside the student
+        self.record(arm, student, history, extra, teacher_logits=teacher_logits)
 
     def finish(self, *, single: bool) -> None:
         """The run's closing records: the teacher-cache record, the one-seed comparison of a single
@@ -568,17 +639,19 @@ class LabSession:
             progress=self.progress(arm) if self.progress else None,
             on_epoch_end=on_epoch_end,
         )
-        loader = rt.train_loader(self.splits["train"], seed)
+        if arm == "teacher":
+            split = self.teacher_split()
+        else:
+            split = self.student_split(settings if distiller is not None else None)
+        loader = rt.train_loader(split, seed)
         try:
             if distiller is None:
                 return run_epochs(model, loader, self.val_loader, **common)
+            dc = settings or cfg.distill
+            # Transfer-set rows (label UNLABELED) enter the KD term only (kdlab.kd.objective).
+            distiller.objective.partial_labels = split is not self.splits["train"]
             teacher_fn = rt.teacher_fn(
-                settings or cfg.distill,
-                distiller.objective,
-                distiller.teacher,
-                self.teacher_inputs or TeacherInputs(self.splits["train"], None, live_ok=True),
-                distiller.teacher_logits,
-                self.say,
+                dc, distiller.objective, distiller.teacher, self.teacher_inputs(dc), distiller.teacher_logits, self.say
             )
             self.results["teacher_cache"] = rt.cache
             self.teacher_outputs[arm] = "live" if rt.cache["status"] == "off" else "cached"

@@ -22,6 +22,9 @@ from kdlab.train import accel, distributed, teacher_cache
 from kdlab.train.loop import resolve_device
 
 GB = 1024**3
+TRAINING_SPLITS = ("train", "transfer", "teacher_train")
+"""The splits models train on: the labelled budget, it plus the transfer set (distilled arms), and
+every labelled sample (``teacher.train_on: all``)."""
 
 
 @dataclass(frozen=True)
@@ -69,12 +72,14 @@ class Runtime:
 
     # ------------------------------------------------------------------ data
     def place(self, splits: dict[str, Split]) -> dict[str, Split]:
-        """Splits on the device; a training split over ``data.max_memory_gb`` stays in host memory."""
-        train = splits["train"]
-        size = train.x.numel() * train.x.element_size()
+        """Splits on the device; training splits (``train``, and ``transfer`` / ``teacher_train``
+        when given) over ``data.max_memory_gb`` stay in host memory."""
+        trained = [k for k in TRAINING_SPLITS if k in splits]
+        size = max(splits[k].x.numel() * splits[k].x.element_size() for k in trained)
         self.train_on_device = self.device.type == "cpu" or size <= self.cfg.data.max_memory_gb * GB
-        out = {k: s.to(self.device) for k, s in splits.items() if k != "train"}
-        out["train"] = train.to(self.device) if self.train_on_device else train
+        out = {k: s.to(self.device) for k, s in splits.items() if k not in trained}
+        for k in trained:
+            out[k] = splits[k].to(self.device) if self.train_on_device else splits[k]
         return out
 
     def train_loader(self, split: Split, seed: int) -> TensorLoader:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from kdlab.data.tensors import Batch, Loader, TensorLoader, as_loader, prepare_inputs
+from kdlab.data.tensors import Batch, Loader, Split, TensorLoader, as_loader, prepare_inputs
 from kdlab.errors import ConfigError
 from kdlab.io import save_weights
 from kdlab.kd.features import FeatureTerm
@@ -176,9 +176,15 @@ class Distiller(nn.Module):
         teacher_fn: loop.TeacherFn | None = None,
         on_epoch_end: Any = None,
         verbose: int = 1,
+        unlabeled: Any = None,
         **loop_options: Any,
     ) -> loop.History:
         """Train the student by distillation; returns the per-epoch history.
+
+        ``unlabeled`` is a transfer set: inputs ``[M, ...]`` without labels (a tensor or array, with
+        ``train`` an ``(X, y)`` pair). Its samples join the training batches (shuffled together with
+        the labelled ones) and enter the KD term only; CE is the mean over each batch's labelled
+        samples (:class:`~kdlab.kd.objective.Objective`, ``partial_labels``).
 
         ``train``/``val`` take a DataLoader, re-iterable ``(x, y)`` batches or an ``(X, y)`` pair.
         The default optimizer is Adam(lr) over the student's parameters only; a given optimizer
@@ -195,6 +201,9 @@ class Distiller(nn.Module):
         if unknown:
             raise TypeError(f"Distiller.fit() got unexpected keyword argument(s): {', '.join(unknown)}")
         progress = loop.progress_for(progress, verbose)
+        if unlabeled is not None:
+            train = _with_unlabeled(train, unlabeled)
+        self.objective.partial_labels = unlabeled is not None
         loader, val_loader = loop.user_loaders(
             self.student,  # the teacher follows in run_epochs
             train,
@@ -323,6 +332,23 @@ class Distiller(nn.Module):
 _STEP_OPTIONS = ("nonfinite", "grad_clip", "should_stop", "precision")
 _LOOP_OPTIONS = frozenset({*_STEP_OPTIONS, "state", "compile", "eval_batch_size"})
 """The keyword options :meth:`Distiller.fit` passes on (as :func:`kdlab.train.loop.fit` takes them)."""
+
+
+def _with_unlabeled(train: Any, unlabeled: Any) -> tuple[Tensor, Tensor]:
+    """``(X, y)`` followed by the transfer set's inputs, labelled :data:`~kdlab.kd.losses.UNLABELED`."""
+    from kdlab.kd.losses import UNLABELED
+
+    if isinstance(train, Split):
+        train = (train.x, train.y)
+    if not (isinstance(train, (tuple, list)) and len(train) == 2):
+        raise ConfigError("unlabeled: needs train as an (X, y) pair of tensors or arrays to join it to")
+    x, y = (torch.as_tensor(a) for a in train)
+    u = torch.as_tensor(unlabeled)
+    if u.shape[1:] != x.shape[1:]:
+        raise ConfigError(
+            f"unlabeled: inputs of shape {tuple(u.shape[1:])} per sample, the labelled ones {tuple(x.shape[1:])}"
+        )
+    return torch.cat([x, u.to(x.dtype)]), torch.cat([y.long(), torch.full((len(u),), UNLABELED, dtype=torch.long)])
 
 
 def _dry_inputs(loader: Any) -> Tensor:

@@ -123,6 +123,8 @@ def train_epoch(
     # device sync per batch; one sync per epoch is enough.
     sums: dict[str, Tensor] = {}
     correct: Tensor | int = 0
+    labelled: Tensor | int = 0  # with a transfer set, accuracy is over the labelled samples only
+    partial = objective.partial_labels
     samples = n_steps = 0
     device = next(model.parameters()).device
     for step, batch in enumerate(loader, start=1):
@@ -151,7 +153,9 @@ def train_epoch(
         with torch.no_grad():
             for key, value in parts.items():
                 sums[key] = sums[key] + value.detach() * n if key in sums else value.detach() * n
-            correct = correct + (logits.argmax(dim=-1) == batch.y).sum()
+            correct = correct + (logits.argmax(dim=-1) == batch.y).sum()  # an UNLABELED (-1) never matches
+            if partial:
+                labelled = labelled + (batch.y != losses.UNLABELED).sum()
         samples += n
         n_steps += 1
         if progress is not None:
@@ -163,13 +167,18 @@ def train_epoch(
     if distributed.active():
         # One all-reduce per epoch: the parts' sums, correct count and sample count of every rank.
         keys = list(sums)
-        packed = torch.stack([*(sums[k].float() for k in keys), torch.as_tensor(correct, device=device).float()])
+        counts = [torch.as_tensor(c, device=device).float() for c in (correct, labelled)]
+        packed = torch.stack([*(sums[k].float() for k in keys), *counts])
         packed = torch.cat([packed, torch.tensor([float(samples)], device=device)])
         packed = distributed.all_reduce_sum(packed)
         sums = dict(zip(keys, packed[: len(keys)], strict=True))
-        correct, samples = packed[len(keys)], int(packed[-1].item())
+        correct, labelled, samples = packed[len(keys)], packed[len(keys) + 1], int(packed[-1].item())
     row = {("train_loss" if k == "total" else f"train_{k}"): float(v) / samples for k, v in sums.items()}
-    row["train_accuracy"] = float(correct) / samples
+    if partial:
+        row["labelled_samples"] = int(labelled)
+        row["train_accuracy"] = float(correct) / max(int(labelled), 1)
+    else:
+        row["train_accuracy"] = float(correct) / samples
     row["steps"] = n_steps
     row["samples"] = samples
     if nonfinite == "skip-batch":
