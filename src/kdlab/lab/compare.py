@@ -32,6 +32,7 @@ from kdlab.lab.run import ProgressFactory, check_inputs, run_lab
 from kdlab.records import COMPARISON_DAMAGED
 from kdlab.report import stats
 from kdlab.report.collect import BASE_ARMS, EXTRA_METRICS, METRIC, summarize_arms
+from kdlab.report.verdict import verdicts
 from kdlab.runs import (
     COMPARISON_FILE,
     checkpoint_folders,
@@ -319,7 +320,8 @@ def _first_difference(a: Any, b: Any, *, ignore: set[str], prefix: str = "") -> 
 def write_comparison(
     comp_dir: Path, cfg: ExperimentConfig, methods: dict[str, Any], seeds: Sequence[int], *, status: str
 ) -> dict[str, Any]:
-    """Aggregate the seed folders into ``comparison.json`` and ``comparison.csv`` (atomically)."""
+    """Aggregate the seed folders into ``comparison.json`` and ``comparison.csv`` (atomically);
+    ``verdicts`` holds :func:`kdlab.report.verdict.arm_verdict` of every distilled arm."""
     per_seed: dict[int, dict[str, Any]] = {}
     for seed in seeds:
         if has_results(folder := seed_dir(comp_dir, seed)):
@@ -341,6 +343,7 @@ def write_comparison(
         "arms": summarize_arms(per_seed, arm_names),
         "seed_folders": {str(s): seed_dir(comp_dir, s).name for s in per_seed},
     }
+    comparison["verdicts"] = verdicts(comparison)  # one per distilled arm (kdlab.report.verdict)
     rows = (
         {"arm": arm, "seed": seed, **res["arms"][arm]}
         for seed, res in per_seed.items()

@@ -17,6 +17,7 @@ from kdlab.io import atomic_write_text
 from kdlab.report.collect import ReportData, load_report_data
 from kdlab.report.figures import FIGURES
 from kdlab.report.table import human_bytes
+from kdlab.report.verdict import clip_points, verdicts
 from kdlab.runs import REPORT_FILE
 from kdlab.version import __version__
 
@@ -37,6 +38,15 @@ def interval(low: float | None, high: float | None, *, signed: bool = False) -> 
         return "—"
     f = points if signed else pct
     return f"[{f(low)}, {f(high)}]"
+
+
+def acc_interval(low: float | None, high: float | None) -> str:
+    """An accuracy interval (fractions) as ``[low, high]`` in percent, clipped to ``[0, 100]``
+    (:func:`kdlab.report.verdict.clip_points`; comparison.json keeps the raw t-interval)."""
+    if low is None or high is None:
+        return "—"
+    lo, hi = clip_points(100 * low, 100 * high)
+    return f"[{lo:.2f}, {hi:.2f}]"
 
 
 def p_value(p: float | None) -> str:
@@ -66,7 +76,7 @@ def summary_rows(data: ReportData) -> list[dict[str, Any]]:
                 "model": s.get("model") or "",
                 "n": s.get("n", 0),
                 "mean": pct(s.get("mean")),
-                "ci": interval(s.get("ci95_low"), s.get("ci95_high")),
+                "ci": acc_interval(s.get("ci95_low"), s.get("ci95_high")),
                 "diff": points(d.get("mean")) if d else "",
                 "diff_ci": interval(d.get("ci95_low"), d.get("ci95_high"), signed=True) if d else "",
                 "p": p_value(d.get("p_value")) if d else "",
@@ -128,6 +138,7 @@ def render_report(data: ReportData) -> str:
     return env.get_template("report.html.j2").render(
         data=data,
         rows=summary_rows(data),
+        verdicts=verdicts({"arms": data.arms}),
         seed_rows=seed_rows(data),
         settings=settings_rows(data),
         seeds=list(data.seeds),
