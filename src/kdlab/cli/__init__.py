@@ -217,6 +217,92 @@ def compare(
 
 
 @app.command()
+def tune(
+    experiment: ExperimentArg = None,
+    trials: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            "--trials",
+            "-t",
+            help="finished trials (complete + pruned) the study must hold; with --resume: default the recorded number",
+        ),
+    ] = None,
+    timeout: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option("--timeout", help="start no new trial after this many seconds, then compare the best so far"),
+    ] = None,
+    methods: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--methods", "-m", help="comma-separated methods to search over (default kd,dkd,dist)"),
+    ] = None,
+    seeds: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option("--seeds", "-n", help="seeds of the final comparison of the best setting vs scratch (default 3)"),
+    ] = None,
+    set_: SetOption = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="parent folder of the tune folder")] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="continue this tune folder: finished trials are kept, never re-run"),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars, no comparison table")] = False,
+) -> None:
+    """Search distillation settings with Optuna on validation accuracy, then compare the best
+    against scratch over several seeds; writes best.yaml, trials.csv, the study and the comparison."""
+    from kdlab.config import load_experiment
+    from kdlab.errors import RunInterrupted
+    from kdlab.lab.recovery import SIGNAL_EXIT, StopOnSignal
+    from kdlab.lab.tune import read_tune, run_tune
+    from kdlab.report.compare_table import print_comparison
+    from kdlab.runs import read_comparison
+    from kdlab.train.progress import RichProgress
+
+    if resume is not None and (experiment is not None or set_ or out is not None):
+        raise KdlabError("--resume continues a search with its saved config: give no experiment, --set or --out")
+    if resume is not None:
+        read_tune(resume)  # not a tune folder: one line before anything else
+    cfg = None if resume is not None else load_experiment(experiment, set_ or [])
+    progress = None if quiet else (lambda arm: RichProgress(arm, err_console))
+    log = None if quiet else lambda m: err_console.print(m, markup=False, highlight=False)
+    with StopOnSignal() as stop:
+        try:
+            tune_dir = run_tune(
+                cfg,
+                trials=trials,
+                timeout=timeout,
+                methods=methods,
+                seeds=seeds,
+                out=out,
+                resume=resume,
+                progress=progress,
+                log=log,
+                stop=stop,
+            )
+        except RunInterrupted as e:
+            if e.run_dir is None:
+                err_console.print("interrupted before the tune folder was written; nothing to resume")
+            else:  # the study keeps every finished trial
+                folder = shlex.quote(str(e.run_dir))
+                err_console.print(f"interrupted; resume with: kdlab tune --resume {folder}", markup=False)
+            raise typer.Exit(SIGNAL_EXIT.get(stop.signum or signal.SIGINT, 130)) from None
+    record = read_tune(tune_dir)
+    comp_dir = tune_dir / record["comparison"]["folder"]
+    best = record["best"]
+    if not quiet:
+        print_comparison(read_comparison(comp_dir), console, folder=comp_dir)
+    elif record.get("verdict"):
+        console.print(record["verdict"]["sentence"], markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f"best setting: trial {best['number']}, {best['arm']} (validation accuracy {100 * best['value']:.2f}%), "
+        f"in {tune_dir / 'best.yaml'}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(f"tune folder: {tune_dir}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
 def report(
     folder: Annotated[Path, typer.Argument(help="a run folder (`kdlab run`) or comparison folder (`kdlab compare`)")],
 ) -> None:
