@@ -349,7 +349,7 @@ def _fail_stale_trials(study: Any, say: Callable[[str], None]) -> None:
     from optuna.trial import TrialState
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)  # optuna has no public call
+        study.tell(t.number, state=TrialState.FAIL)
         say(f"trial {t.number}: left unfinished by an interrupted search; marked FAIL (not counted)")
 
 
