@@ -85,6 +85,26 @@ def test_the_distilled_arm_trains_on_the_transfer_set_and_scratch_does_not(rest_
     assert all(int(r["samples"]) == 200 + n_rest and int(r["labelled_samples"]) == 200 for r in distilled)
 
 
+def test_a_transfer_run_stopped_mid_epoch_resumes_to_the_same_weights(rest_run: Path, tmp_path: Path) -> None:
+    from kdlab.errors import RunInterrupted
+    from kdlab.lab.resume import resume_lab
+
+    calls = 0
+
+    def stop() -> bool:  # asked before every step: teacher 14, scratch 14, then the distilled arm's
+        nonlocal calls
+        calls += 1
+        return calls > 14 + 14 + 60  # mid-way through the distilled arm's second epoch (45 steps each)
+
+    with pytest.raises(RunInterrupted):
+        run_lab(load_experiment("digits", REST), out=tmp_path, stop=stop)
+    (run,) = tmp_path.glob("*-digits")
+    assert (run / "checkpoints" / "distilled").is_dir()
+    resume_lab(run)
+    for name in ("student-scratch.safetensors", "student-distilled.safetensors", "teacher-logits.safetensors"):
+        assert sha(run / name) == sha(rest_run / name), name
+
+
 def test_teacher_train_on_all_trains_the_teacher_on_every_label(tmp_path: Path) -> None:
     run = run_lab(load_experiment("digits", [*REST, "teacher.train_on=all", "student.epochs=1"]), out=tmp_path)
     results = json.loads((run / "results.json").read_text())
