@@ -556,13 +556,13 @@ def _compare_best(
     unfinished one resumed, else a new one run; ``report.html`` written beside it."""
     from kdlab.lab import compare
     from kdlab.report.render import write_report
-    from kdlab.runs import read_comparison
+    from kdlab.runs import REPORT_FILE, read_comparison
 
     comp_dir = find_comparison(tune_dir, spec)
     if comp_dir is not None:
         comp = read_comparison(comp_dir)
         wanted = set(resolve_seeds(seeds, best_cfg.seed))
-        if comp["status"] == "complete" and wanted <= set(comp["seeds"]) and (comp_dir / "report.html").is_file():
+        if comp["status"] == "complete" and wanted <= set(comp["seeds"]) and (comp_dir / REPORT_FILE).is_file():
             say(f"comparison of {spec}: already complete in {comp_dir}")
             return comp_dir
         comp_dir = compare.run_comparison(best_cfg, None, seeds, resume=comp_dir, progress=progress, log=say, stop=stop)
