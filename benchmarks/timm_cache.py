@@ -119,7 +119,7 @@ def main() -> None:
         from kdlab.data.bundle import build_data
 
         teacher = load_run(run_dir, arms=["teacher"]).models["teacher"]
-        x = build_data(cfg.data, cfg.seed).train.x
+        x = torch.as_tensor(build_data(cfg.data, cfg.seed).train.x[:])  # (a mapped split: its rows read)
         plain = plain_inference(teacher, x, cfg.train.eval_batch_size)
         built = cache.get("build_seconds")
         cache_rate = (cache.get("rows") or len(x)) / built if built else float("nan")

@@ -78,8 +78,9 @@ class DataConfig(Section):
     max_memory_gb: float = Field(
         4.0,
         gt=0,
-        description="a training split larger than this (GB, as stored) stays in host memory and is streamed "
-        "to the device batch by batch instead of living on the device (docs/performance.md)",
+        description="host-memory budget for decoded images (GiB): an image folder whose decoded array is larger "
+        "is memory-mapped from its cache file and batches are gathered from the map; a training split larger "
+        "than this also stays off the GPU, streamed to it batch by batch (docs/performance.md)",
     )
 
     @model_validator(mode="after")

@@ -11,6 +11,7 @@ import torch
 
 from kdlab.config.schema import DataConfig
 from kdlab.data import transfer
+from kdlab.data.mapped import MappedRows
 from kdlab.data.splits import stratified_split
 from kdlab.data.tensors import Source, Split
 from kdlab.errors import ConfigError, DataError
@@ -146,7 +147,7 @@ def subset_train(train: Split, limit: int, seed: int) -> tuple[Split, Split]:
 
 
 def three_way(
-    x: torch.Tensor, y: np.ndarray, cfg: DataConfig, seed: int, what: str, source: Source | None = None
+    x: torch.Tensor | MappedRows, y: np.ndarray, cfg: DataConfig, seed: int, what: str, source: Source | None = None
 ) -> tuple[Split, Split, Split]:
     """Split one pool of samples (and their ``source``) into train / val / test with the configured fractions."""
     val_f, test_f = cfg.val_fraction, cfg.test_fraction
@@ -156,7 +157,7 @@ def three_way(
 
 
 def train_val(
-    x: torch.Tensor, y: np.ndarray, cfg: DataConfig, seed: int, what: str, source: Source | None = None
+    x: torch.Tensor | MappedRows, y: np.ndarray, cfg: DataConfig, seed: int, what: str, source: Source | None = None
 ) -> tuple[Split, Split]:
     """Split a training pool (and its ``source``) into train / val, val taking ``val_fraction`` of the pool."""
     tr, va = stratified_split(y, (1 - cfg.val_fraction, cfg.val_fraction), seed=seed, what=what)

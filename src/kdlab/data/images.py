@@ -6,12 +6,15 @@ per batch by the loader. Image folders are decoded once with Pillow into a uint8
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
 import math
 import os
+import shutil
 import struct
+import tempfile
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,9 +27,10 @@ from kdlab.config.schema import DataConfig
 from kdlab.data.bundle import DATASETS, DataBundle, three_way, train_val
 from kdlab.data.decode import decode_image
 from kdlab.data.files import open_regular, shorten
+from kdlab.data.mapped import MappedRows
 from kdlab.data.tensors import Split
 from kdlab.errors import DataError
-from kdlab.io import atomic_write_bytes, atomic_write_text
+from kdlab.io import atomic_write_text
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = [
@@ -204,9 +208,10 @@ class ImageFiles:
             return None
         return replace(self, rows=torch.cat([self.rows, other.rows.to(self.rows.device)]))
 
-    def decode(self, size: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def decode(self, size: int, rows: torch.Tensor | None = None) -> torch.Tensor | MappedRows:
         """uint8 ``[N, 3, size, size]`` of this split's files (or of its rows ``rows`` only), decoded
-        from the originals as the data were (RGB, bilinear resize with Pillow)."""
+        from the originals as the data were (RGB, bilinear resize with Pillow); mapped rows when the
+        folder decoded at ``size`` is larger than ``data.max_memory_gb``."""
         if rows is not None and len(rows) <= 64:  # a few samples (a dry run): no need to decode the folder
             out = np.empty((len(rows), 3, size, size), dtype=np.uint8)
             for i, r in enumerate(self.rows[rows].tolist()):
@@ -221,7 +226,8 @@ class ImageFiles:
                 f"data.path: {self.root} changed while the run was starting ({len(self.paths)} images decoded, "
                 f"now {len(pool)}); start the run again"
             )
-        return pool[self.rows if rows is None else self.rows[rows]]
+        picked = self.rows if rows is None else self.rows[rows]
+        return pool.take(picked) if isinstance(pool, MappedRows) else pool[picked]
 
 
 def _class_names(root: Path) -> list[str]:
@@ -258,20 +264,38 @@ def cache_root(cfg: DataConfig) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "kdlab"
 
 
+GB = 1024**3
+DECODE_CHUNK = 64
+"""Files per task of the parallel decode (each worker holds one chunk's pixels at a time)."""
+
+
+def decode_workers() -> int:
+    """Processes the image decode uses: the cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def decode_folder(
     root: Path, classes: list[str], size: int, cfg: DataConfig
-) -> tuple[torch.Tensor, np.ndarray, list[str]]:
+) -> tuple[torch.Tensor | MappedRows, np.ndarray, list[str]]:
     """Decode every file under ``root/<class>/`` once; later calls read the uint8 array cache.
 
     The cache key hashes the image size and every file's path, byte size and modification time,
-    so adding, removing or editing a file re-decodes. Returns ``(x uint8 [N,3,S,S], y, skipped)``.
+    so adding, removing or editing a file re-decodes. Files are decoded by :func:`decode_workers`
+    processes straight into the cache's ``.npy`` file (written under a temporary name and renamed
+    when complete), so decoding never holds the whole array. Returns ``(x uint8 [N,3,S,S], y,
+    skipped)``; ``x`` is a tensor when the array is at most ``data.max_memory_gb``, else
+    :class:`~kdlab.data.mapped.MappedRows` over the memory-mapped cache file.
     """
     files = _list_files(root, classes)
     if not files:
         raise DataError(f"data.path: no files under {root}'s class folders")
     from PIL import Image
 
-    # v2: images over Pillow's pixel limit are skipped (v1 decoded those below twice the limit)
+    # v2: images over Pillow's pixel limit are skipped (v1 decoded those below twice the limit).
+    # The parallel decode writes the same .npy + .json files as the one-process decode did: still v2.
     h = hashlib.sha256(f"v2|{size}|{root.resolve()}|{Image.MAX_IMAGE_PIXELS}".encode())
     for p, label in files:
         try:
@@ -283,28 +307,179 @@ def decode_folder(
     key = h.hexdigest()[:24]
     cache = cache_root(cfg)
     arr_path, meta_path = cache / f"images-{key}.npy", cache / f"images-{key}.json"
+    budget = cfg.max_memory_gb * GB
     if arr_path.is_file() and meta_path.is_file():
         try:
             meta = json.loads(meta_path.read_text())
-            x = np.load(arr_path, allow_pickle=False, mmap_mode=None)
+            x = _open_decoded(arr_path, budget, size)
             if len(x) == len(meta["labels"]):
-                return torch.from_numpy(x), np.asarray(meta["labels"], dtype=np.int64), meta["skipped"]
+                return x, np.asarray(meta["labels"], dtype=np.int64), meta["skipped"]
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache is rebuilt below
-    x, y, skipped = _decode_all(files, size, root)
-    if len(y) == 0:
-        raise DataError(f"data.path: none of the {len(files)} files under {root} could be decoded as an image")
+    upper = len(files) * 3 * size * size
+    if upper <= budget:  # to be held in memory, with its train/val/test copies: refuse before decoding
+        from kdlab.data.memory import check_memory
+
+        check_memory(2 * upper, "data.image_size", f"{len(files):,} images of 3×{size}×{size} px")
     try:
         cache.mkdir(parents=True, exist_ok=True)
-        import io
+        y, skipped = decode_to_file(files, size, arr_path)
+        kept: Path | None = arr_path
+    except OSError:  # an unwritable cache folder: decode into the temporary folder, read it, remove it
+        kept = None
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".kdlab-images-", suffix=".npy")
+            os.close(fd)
+        except OSError:  # nowhere to write at all: the one-process decode in memory
+            x_mem, y, skipped = _decode_all(files, size, root)
+            if len(y) == 0:
+                raise _none_decoded(files, root) from None
+            return torch.from_numpy(x_mem), y, skipped
+        try:
+            y, skipped = decode_to_file(files, size, Path(tmp))
+            x = _open_decoded(Path(tmp), budget, size) if len(y) else torch.empty(0)
+        finally:
+            Path(tmp).unlink(missing_ok=True)  # a mapping keeps its data until closed
+    if len(y) == 0:
+        raise _none_decoded(files, root)
+    if kept is not None:
+        with contextlib.suppress(OSError):  # caching is an optimisation: without the labels file it re-decodes
+            atomic_write_text(meta_path, json.dumps({"labels": y.tolist(), "skipped": skipped, "root": str(root)}))
+        x = _open_decoded(kept, budget, size)
+    return x, y, skipped
 
-        buf = io.BytesIO()
-        np.save(buf, x, allow_pickle=False)
-        atomic_write_bytes(arr_path, buf.getvalue())
-        atomic_write_text(meta_path, json.dumps({"labels": y.tolist(), "skipped": skipped, "root": str(root)}))
-    except OSError:
-        pass  # caching is an optimisation: an unwritable cache folder only costs a re-decode
-    return torch.from_numpy(x), y, skipped
+
+def _none_decoded(files: list[tuple[Path, int]], root: Path) -> DataError:
+    return DataError(f"data.path: none of the {len(files)} files under {root} could be decoded as an image")
+
+
+def _open_decoded(path: Path, budget: float, size: int) -> torch.Tensor | MappedRows:
+    """The decoded array at ``path``: read into memory when at most ``budget`` bytes, else mapped."""
+    mapped = MappedRows.open(path)
+    if mapped.dim() != 4 or tuple(mapped.shape[1:]) != (3, size, size) or mapped.dtype != torch.uint8:
+        raise ValueError(f"{path}: not a decoded uint8 array of 3×{size}×{size} images")
+    if mapped.nbytes > budget:
+        return mapped
+    from kdlab.data.memory import check_memory
+
+    n = len(mapped)
+    check_memory(2 * mapped.nbytes, "data.image_size", f"{n:,} images of 3×{size}×{size} px")
+    del mapped
+    return torch.from_numpy(np.load(path, allow_pickle=False))
+
+
+def decode_to_file(
+    files: list[tuple[Path, int]], size: int, path: Path, *, workers: int | None = None, chunk: int = DECODE_CHUNK
+) -> tuple[np.ndarray, list[str]]:
+    """Decode ``files`` into the ``.npy`` file ``path`` (uint8 ``[N, 3, size, size]``, rows of the
+    files that decoded, in order); returns ``(labels, skipped paths)``, exactly as the one-process
+    :func:`_decode_all` gives them.
+
+    ``workers`` processes (default :func:`decode_workers`; one, or fewer than four chunks: in this
+    process) each decode
+    ``chunk`` files at a time into their rows of a temporary ``.npy`` beside ``path``
+    (``numpy.lib.format.open_memmap``); when some files were skipped, the decoded rows are then
+    copied, in order, into a second temporary file. The finished file is renamed to ``path``, so
+    ``path`` is never half-written. Raises OSError when the folder cannot hold the file.
+    """
+    from kdlab.io import make_temp
+
+    workers = decode_workers() if workers is None else max(1, workers)
+    n = len(files)
+    row_bytes = 3 * size * size
+    need = n * row_bytes
+    free = shutil.disk_usage(path.parent).free
+    if need > free:
+        raise DataError(
+            f"data.cache_dir: {n:,} decoded images of 3×{size}×{size} px need {need / 1e9:.1f} GB on disk in "
+            f"{path.parent}, and {free / 1e9:.1f} GB is free; set data.cache_dir to a folder with more space "
+            "or lower data.image_size"
+        )
+    fd, raw = make_temp(path)
+    os.close(fd)
+    tmp = Path(raw)
+    done: Path | None = None
+    try:
+        header = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, size, size))
+        header.flush()
+        offset = int(header.offset)
+        del header
+        tasks = [(str(tmp), offset, i, [str(p) for p, _ in files[i : i + chunk]], size) for i in range(0, n, chunk)]
+        ok: list[bool] = []
+        if workers == 1 or len(tasks) < 4:  # a few chunks: starting processes costs more than it saves
+            for t in tasks:
+                ok += _decode_chunk(t)
+        else:
+            import multiprocessing
+            import warnings
+            from concurrent.futures import ProcessPoolExecutor
+
+            # fork: the workers need only Pillow and numpy, already imported here (a spawned worker
+            # would import torch again, seconds per worker).
+            methods = multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # fork of a threaded process (Python 3.12+)
+                with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
+                    for part in pool.map(_decode_chunk, tasks):
+                        ok += part
+        labels = np.asarray([label for (_, label), good in zip(files, ok, strict=True) if good], dtype=np.int64)
+        skipped = [str(p) for (p, _), good in zip(files, ok, strict=True) if not good]
+        done = tmp
+        if skipped:
+            fd, compact = make_temp(path)
+            os.close(fd)
+            done = Path(compact)
+            _copy_rows(tmp, done, [i for i, good in enumerate(ok) if good], row_bytes, size)
+            tmp.unlink(missing_ok=True)
+        os.replace(done, path)
+        done = None
+    finally:
+        tmp.unlink(missing_ok=True)
+        if done is not None:
+            done.unlink(missing_ok=True)
+    return labels, skipped
+
+
+def _decode_chunk(task: tuple[str, int, int, list[str], int]) -> list[bool]:
+    """Decode one chunk of files into rows ``start..`` of the ``.npy`` at ``path``, whose data begin at
+    byte ``offset`` (a worker's task); returns which files decoded (a row that did not is left zero)."""
+    path, offset, start, names, size = task
+    out = np.empty((len(names), 3, size, size), dtype=np.uint8)
+    ok = []
+    for i, name in enumerate(names):
+        try:
+            out[i] = decode_image(Path(name), "RGB", (size, size)).transpose(2, 0, 1)
+        except Exception:  # corrupt, truncated, empty, not an image, too large, a FIFO: skipped and listed
+            out[i] = 0
+            ok.append(False)
+            continue
+        ok.append(True)
+    # A plain positioned write (no map, no msync): the page cache serves the reader that follows.
+    with open(path, "r+b") as f:
+        f.seek(offset + start * out[0].nbytes)
+        f.write(out.data)  # the array's own buffer, no copy
+    return ok
+
+
+def _copy_rows(src: Path, dst: Path, rows: list[int], row_bytes: int, size: int) -> None:
+    """Rows ``rows`` (ascending) of the ``.npy`` ``src`` into a new ``.npy`` ``dst``, read and written
+    in blocks through plain file I/O (nothing mapped, so nothing stays resident)."""
+    head = np.load(src, mmap_mode="r", allow_pickle=False)
+    offset = head.offset
+    del head
+    np.lib.format.open_memmap(dst, mode="w+", dtype=np.uint8, shape=(len(rows), 3, size, size)).flush()
+    dst_offset = np.load(dst, mmap_mode="r", allow_pickle=False).offset
+    with open(src, "rb") as fin, open(dst, "r+b") as fout:
+        fout.seek(dst_offset)
+        i = 0
+        while i < len(rows):  # one read per run of consecutive rows (at most DECODE_CHUNK rows)
+            j = i + 1
+            while j < len(rows) and rows[j] == rows[j - 1] + 1 and j - i < DECODE_CHUNK:
+                j += 1
+            fin.seek(offset + rows[i] * row_bytes)
+            fout.write(fin.read((j - i) * row_bytes))
+            i = j
 
 
 def _decode_all(files: list[tuple[Path, int]], size: int, root: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:

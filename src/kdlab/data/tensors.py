@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from kdlab.data.mapped import MappedRows
 from kdlab.errors import DataError
 
 
@@ -38,9 +39,11 @@ class Loader(Protocol):
 class Split:
     """One split of a dataset as tensors: ``x`` inputs (uint8 pixels, float features or int64
     token ids) and ``y`` int64 labels. ``uint8`` inputs are image pixels and are scaled to [0, 1]
-    float32 per batch, so large image sets stay 4× smaller in memory."""
+    float32 per batch, so large image sets stay 4× smaller in memory. ``x`` is a
+    :class:`~kdlab.data.mapped.MappedRows` (rows of a memory-mapped array) when the decoded images
+    are larger than ``data.max_memory_gb``: indexing it reads the rows into a tensor."""
 
-    x: Tensor
+    x: Tensor | MappedRows
     y: Tensor
     source: Source | None = None
     """Where each row came from, for a model that sees the samples its own way
@@ -60,8 +63,10 @@ class Split:
         return Split(self.x.to(device), self.y.to(device), self.source)
 
     def take(self, idx: Tensor) -> Split:
-        """The rows ``idx`` (int64 indices) of inputs, labels and sources, in that order."""
-        return Split(self.x[idx], self.y[idx], None if self.source is None else self.source.take(idx))
+        """The rows ``idx`` (int64 indices) of inputs, labels and sources, in that order (mapped
+        inputs: the indices are composed, nothing is read)."""
+        x = self.x.take(idx) if isinstance(self.x, MappedRows) else self.x[idx]
+        return Split(x, self.y[idx], None if self.source is None else self.source.take(idx))
 
 
 class Source(Protocol):
@@ -87,7 +92,9 @@ class TensorLoader:
     Each pass over the loader advances ``epoch`` by one; set it to choose the next order.
 
     Args:
-        x, y: the split (already on the wanted device, or moved there with ``device``).
+        x, y: the split (already on the wanted device, or moved there with ``device``); ``x`` may be
+            :class:`~kdlab.data.mapped.MappedRows`, read batch by batch (each batch's rows gathered
+            in file order from the map).
         batch_size: samples per batch; the last batch may be smaller unless ``drop_last``.
         shuffle: draw a new permutation each epoch.
         seed: base seed of the permutations.
@@ -103,7 +110,7 @@ class TensorLoader:
 
     def __init__(
         self,
-        x: Tensor,
+        x: Tensor | MappedRows,
         y: Tensor,
         *,
         batch_size: int = 32,
@@ -226,7 +233,8 @@ def as_loader(
     if isinstance(data, Split):
         data = (data.x, data.y)
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(_is_array(a) for a in data):
-        x, y = (torch.as_tensor(a) for a in data)
+        x = data[0] if isinstance(data[0], MappedRows) else torch.as_tensor(data[0])
+        y = torch.as_tensor(data[1])
         if x.dim() == 0 or y.dim() != 1:
             raise DataError(f"(X, y) must be X [N, ...] and y [N]; got X {tuple(x.shape)}, y {tuple(y.shape)}")
         return TensorLoader(x, y.long(), batch_size=batch_size, shuffle=shuffle, seed=seed, device=device)
@@ -236,4 +244,4 @@ def as_loader(
 
 
 def _is_array(a: object) -> bool:
-    return isinstance(a, (Tensor, np.ndarray))
+    return isinstance(a, (Tensor, np.ndarray, MappedRows))

@@ -26,7 +26,9 @@ import numpy as np
 import torch
 
 from kdlab.config.schema import DataConfig
+from kdlab.data import mapped
 from kdlab.data.files import TextLines, cannot_open, open_regular, shorten, special_kind
+from kdlab.data.mapped import MappedRows
 from kdlab.data.tensors import Split
 from kdlab.errors import DataError
 from kdlab.kd.losses import UNLABELED
@@ -35,7 +37,7 @@ TEXT_SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl")
 KEY = "data.unlabeled"
 
 
-def unlabeled_split(x: torch.Tensor, source: Any = None) -> Split:
+def unlabeled_split(x: torch.Tensor | MappedRows, source: Any = None) -> Split:
     """A transfer-set split: inputs ``x`` (and their sources), every label :data:`UNLABELED`."""
     return Split(x, torch.full((len(x),), UNLABELED, dtype=torch.int64), source)
 
@@ -144,8 +146,11 @@ def _row_keys(part: Split) -> list[bytes]:
     texts = getattr(part.source, "texts", None)
     if texts is not None:
         return [hashlib.sha1(t.encode()).digest() for t in texts]
-    flat = part.x.reshape(len(part.x), -1).contiguous().numpy()
-    return [hashlib.sha1(row.tobytes()).digest() for row in flat]
+    keys = []
+    for i in range(0, len(part.x), 4096):  # in blocks: a mapped split is never read whole
+        flat = part.x[i : i + 4096].reshape(min(4096, len(part.x) - i), -1).contiguous().numpy()
+        keys += [hashlib.sha1(row.tobytes()).digest() for row in flat]
+    return keys
 
 
 def _drop_heldout(part: Split, bundle: Any) -> tuple[Split, int]:
@@ -173,7 +178,11 @@ def with_transfer(train: Split, unlabeled: Split) -> Split:
     """The distilled arm's training split: the labelled samples, then the transfer set (rows
     ``len(train)..``, labels :data:`UNLABELED`). Sources are joined when both have the same kind
     (texts; rows of the same image folder), else dropped (a view is then resized from the pixels)."""
-    x = torch.cat([train.x, unlabeled.x.to(train.x.device, train.x.dtype)])
+    if isinstance(train.x, MappedRows) or isinstance(unlabeled.x, MappedRows):
+        # mapped rows stay mapped: indices joined, or both copied block by block into a new mapped file
+        x: torch.Tensor | MappedRows = mapped.concat(train.x, unlabeled.x)
+    else:
+        x = torch.cat([train.x, unlabeled.x.to(train.x.device, train.x.dtype)])
     y = torch.cat([train.y, unlabeled.y.to(train.y.device)])
     return Split(x, y, _join_sources(train.source, unlabeled.source))
 

@@ -326,6 +326,7 @@ def encode_texts(view: View, texts: list[str], vocab: Any = None) -> Tensor:
 
 def _image_view(view: View, bundle: DataBundle, part: Split, rows: Tensor | None) -> Tensor:
     from kdlab.data.images import ImageFiles
+    from kdlab.data.mapped import MappedRows
     from kdlab.data.memory import check_memory
 
     assert view.image_size is not None and view.channels is not None and view.mean and view.std
@@ -335,6 +336,8 @@ def _image_view(view: View, bundle: DataBundle, part: Split, rows: Tensor | None
     source = part.source
     if isinstance(source, ImageFiles) and size != bundle.input_shape[-1]:
         pixels = source.decode(size, rows)  # from the original files, decoded as the data were
+    elif isinstance(part.x, MappedRows):  # mapped rows: read CHUNK rows at a time below
+        pixels = part.x if rows is None else part.x.take(rows)
     else:
         pixels = part.x if rows is None else part.x[rows.to(part.x.device)]
     out = torch.empty((n, channels, size, size), dtype=torch.float32)

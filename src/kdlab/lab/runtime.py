@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from kdlab.config.schema import DistillConfig, ExperimentConfig
 from kdlab.data.augment import build_augment
+from kdlab.data.mapped import MappedRows
 from kdlab.data.tensors import Batch, Split, TensorLoader
 from kdlab.train import accel, distributed, teacher_cache
 from kdlab.train.loop import resolve_device
@@ -49,6 +50,8 @@ class Runtime:
     accel: accel.Accel
     scratch_dir: Path | None = None
     train_on_device: bool = True
+    train_data: str = "device"
+    """Where the training inputs live, for results.json: device, host (streamed) or memory-mapped."""
     cache: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -73,13 +76,20 @@ class Runtime:
     # ------------------------------------------------------------------ data
     def place(self, splits: dict[str, Split]) -> dict[str, Split]:
         """Splits on the device; training splits (``train``, and ``transfer`` / ``teacher_train``
-        when given) over ``data.max_memory_gb`` stay in host memory."""
+        when given) over ``data.max_memory_gb`` stay in host memory. Memory-mapped rows
+        (:class:`~kdlab.data.mapped.MappedRows`: decoded images over the budget) stay mapped on a CPU
+        run; on a GPU a split under the budget is copied to the device block by block, one over it
+        stays mapped and each batch is gathered from the map and sent."""
         trained = [k for k in TRAINING_SPLITS if k in splits]
         size = max(splits[k].x.numel() * splits[k].x.element_size() for k in trained)
         self.train_on_device = self.device.type == "cpu" or size <= self.cfg.data.max_memory_gb * GB
         out = {k: s.to(self.device) for k, s in splits.items() if k not in trained}
         for k in trained:
             out[k] = splits[k].to(self.device) if self.train_on_device else splits[k]
+        if any(isinstance(splits[k].x, MappedRows) for k in trained):
+            self.train_data = "memory-mapped (gathered per batch)"
+        else:
+            self.train_data = "device" if self.train_on_device else "host (streamed per batch)"
         return out
 
     def train_loader(self, split: Split, seed: int) -> TensorLoader:
@@ -154,7 +164,7 @@ class Runtime:
         return {
             **self.accel.record(),
             "world_size": self.dist.world,
-            "train_data": "device" if self.train_on_device else "host (streamed per batch)",
+            "train_data": self.train_data,
             "augment": self.cfg.train.augment.model_dump(),
             "threads": torch.get_num_threads(),
             "host_allocator": accel.host_allocator(),

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from kdlab.data.mapped import MappedRows
 from kdlab.data.tensors import Batch, prepare_inputs
 from kdlab.errors import ConfigError
 from kdlab.io import atomic_write_bytes
@@ -98,7 +99,9 @@ def decide(mode: str, *, objective: Any, augment_random: bool) -> tuple[bool, st
     return False, problem
 
 
-def fingerprint(teacher: nn.Module, x: Tensor, *, preprocessing: dict[str, Any], dtype: str = "float32") -> str:
+def fingerprint(
+    teacher: nn.Module, x: Tensor | MappedRows, *, preprocessing: dict[str, Any], dtype: str = "float32"
+) -> str:
     """SHA-256 (hex) over the teacher's class and weights, the inputs and the preprocessing."""
     h = hashlib.sha256()
     meta = {
@@ -112,7 +115,11 @@ def fingerprint(teacher: nn.Module, x: Tensor, *, preprocessing: dict[str, Any],
     for name, t in sorted(teacher.state_dict().items()):
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(_raw_bytes(t))
-    h.update(_raw_bytes(x))
+    if isinstance(x, MappedRows):  # the same bytes, read block by block
+        for _, part in x.chunks():
+            h.update(_raw_bytes(part))
+    else:
+        h.update(_raw_bytes(x))
     return h.hexdigest()
 
 
@@ -122,7 +129,7 @@ def _raw_bytes(t: Tensor) -> bytes:
 
 
 @torch.inference_mode()
-def compute_logits(teacher: nn.Module, x: Tensor, *, batch_size: int = 512) -> Tensor:
+def compute_logits(teacher: nn.Module, x: Tensor | MappedRows, *, batch_size: int = 512) -> Tensor:
     """The teacher's float32 logits for every row of ``x`` (eval mode, inference mode, big batches).
 
     Inputs get the loader's preprocessing (uint8 pixels -> [0, 1]); the device is the teacher's.
@@ -168,7 +175,7 @@ class TeacherCache:
 
 def build(
     teacher: nn.Module,
-    x: Tensor,
+    x: Tensor | MappedRows,
     *,
     preprocessing: dict[str, Any] | None = None,
     dtype: str = "float32",
@@ -199,7 +206,11 @@ def build(
         record = CacheRecord("hit", fingerprint=fp, dtype=dtype, rows=len(x), path=str(path))
         record.load_seconds = time.perf_counter() - start
         return TeacherCache(logits.to(device), fp, fallback), record
-    rows = x[here.rank :: here.world] if here.world > 1 else x
+    if here.world > 1:
+        shard = torch.arange(here.rank, len(x), here.world)
+        rows = x.take(shard) if isinstance(x, MappedRows) else x[here.rank :: here.world]
+    else:
+        rows = x
     full = distributed.gather_rows(compute_logits(teacher, rows, batch_size=batch_size).to(device), len(x))
     logits = full.to(DTYPES[dtype])
     build_seconds = time.perf_counter() - start
@@ -256,7 +267,7 @@ def link_into(run_dir: Path, record: CacheRecord) -> None:
     record.extra["run_file"] = RUN_FILE
 
 
-def preprocessing_of(x: Tensor, augment: dict[str, Any] | None = None) -> dict[str, Any]:
+def preprocessing_of(x: Tensor | MappedRows, augment: dict[str, Any] | None = None) -> dict[str, Any]:
     """The preprocessing facts that change what the teacher sees, for the fingerprint."""
     return {
         "scaling": "uint8/255" if x.dtype == torch.uint8 else "none",
