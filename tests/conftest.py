@@ -47,6 +47,16 @@ def tiny_pair() -> tuple[nn.Module, nn.Module]:
     return TinyNet(hidden=64, dropout=0.5), TinyNet(hidden=8)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` are collected everywhere and skipped where CUDA is not available."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KDLAB_CACHE", str(tmp_path_factory.getbasetemp() / "kdlab-cache"))
