@@ -30,9 +30,12 @@ lint: install
 test: lint
 	$(BIN)/pytest -q
 
+# The benchmarks' own extra (Keras 3, the reference of benchmarks.lab224), never needed by `make test`.
 bench: install
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.allocator
+	$(BIN)/python -m benchmarks.lab224
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
