@@ -67,6 +67,7 @@ from torch import Tensor, nn
 
 from benchmarks import plain
 from benchmarks.child import ROOT, run_child
+from benchmarks.run import build_cache
 from benchmarks.timm_cache import write_images
 from kdlab import Distiller
 from kdlab.config.schema import DataConfig
@@ -156,16 +157,6 @@ def kdlab_scratch(x: Tensor, y: Tensor, init: dict[str, Tensor], epochs: int) ->
     start = time.perf_counter()
     fit(student, TensorLoader(x, y, batch_size=BATCH, shuffle=True, seed=0), epochs=epochs, seed=0, verbose=0)
     return timed(time.perf_counter() - start, len(y), epochs)
-
-
-def build_cache(teacher: nn.Module, x: Tensor) -> tuple[teacher_cache.TeacherCache, float]:
-    """A cache built from scratch (a fresh folder: never a hit), and the seconds it took."""
-    with tempfile.TemporaryDirectory() as folder:
-        start = time.perf_counter()
-        cache, record = teacher_cache.build(teacher, x, cache_dir=Path(folder))
-        seconds = time.perf_counter() - start
-    assert record.status == "miss"
-    return cache, seconds
 
 
 def kdlab_distill(

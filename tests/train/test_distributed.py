@@ -57,17 +57,23 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path, monkeypatch) -> No
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("run folder:") == 1, "only rank 0 may report"
     (two,) = list((tmp_path / "two").iterdir())  # only rank 0 wrote a run folder
+    assert_matches_one_process(two, one)
 
+
+def assert_matches_one_process(run: Path, one: Path) -> None:
+    """``run`` (2 processes, or 2 nodes of one) equals the one-process run ``one`` within the
+    tolerances: the same cached teacher logits, training losses within LOSS_TOL, test accuracies
+    within ACC_TOL."""
     r1 = json.loads((one / "results.json").read_text())
-    r2 = json.loads((two / "results.json").read_text())
+    r2 = json.loads((run / "results.json").read_text())
     assert r2["performance"]["world_size"] == 2 and r1["performance"]["world_size"] == 1
     # Both built the cache (the 2-process run split the teacher pass and gathered the rows).
     assert r1["teacher_cache"]["status"] == r2["teacher_cache"]["status"] == "miss"
     torch.testing.assert_close(
-        read_state_dict(two / "teacher-logits.safetensors")["logits"],
+        read_state_dict(run / "teacher-logits.safetensors")["logits"],
         read_state_dict(one / "teacher-logits.safetensors")["logits"],
     )
-    h1, h2 = _history(one), _history(two)
+    h1, h2 = _history(one), _history(run)
     assert h1.keys() == h2.keys() and len(h1) == 4
     for key, loss in h1.items():
         assert abs(h2[key] - loss) < LOSS_TOL, (key, loss, h2[key])

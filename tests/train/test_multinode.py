@@ -10,7 +10,6 @@ points of the one-process run.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -21,10 +20,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_distributed import ACC_TOL, LOSS_TOL, _history
+from test_distributed import assert_matches_one_process
 
 from kdlab.config import load_experiment
-from kdlab.io import read_state_dict, save_weights
+from kdlab.io import save_weights
 from kdlab.lab.run import run_lab
 from kdlab.models import create_model
 
@@ -91,18 +90,4 @@ def test_two_torchrun_nodes_with_a_c10d_rendezvous_match_one_process(tmp_path: P
     assert sum(out.count("run folder:") for _code, out, _err in outputs) == 1, "only global rank 0 may report"
     (nodes,) = list((tmp_path / "nodes").iterdir())  # only global rank 0 wrote a run folder
 
-    r1 = json.loads((one / "results.json").read_text())
-    r2 = json.loads((nodes / "results.json").read_text())
-    assert r1["performance"]["world_size"] == 1 and r2["performance"]["world_size"] == 2
-    assert r1["teacher_cache"]["status"] == r2["teacher_cache"]["status"] == "miss"
-    torch.testing.assert_close(
-        read_state_dict(nodes / "teacher-logits.safetensors")["logits"],
-        read_state_dict(one / "teacher-logits.safetensors")["logits"],
-    )
-    h1, h2 = _history(one), _history(nodes)
-    assert h1.keys() == h2.keys() and len(h1) == 4
-    for key, loss in h1.items():
-        assert abs(h2[key] - loss) < LOSS_TOL, (key, loss, h2[key])
-    for arm in ("scratch", "distilled"):
-        assert abs(r2["arms"][arm]["test_accuracy"] - r1["arms"][arm]["test_accuracy"]) <= ACC_TOL + 1e-9
-        assert r2["arms"][arm]["epochs"] == 2
+    assert_matches_one_process(nodes, one)
