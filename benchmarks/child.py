@@ -20,3 +20,23 @@ def run_child(module: str, args: list[str]) -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, check=True, cwd=ROOT)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
+
+
+def machine(allocator: Any, load_start: tuple[float, float, float], **extra: Any) -> dict[str, Any]:
+    """The ``machine`` record of a benchmark's JSON: platform, cores, torch, the host allocator and
+    the load average when the benchmark started and now (a shared machine's load moves ratios)."""
+    import os
+    import platform
+
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "host_allocator": allocator,
+        **extra,
+        "load_average_start": load_start,
+        "load_average_end": os.getloadavg(),
+    }

@@ -49,7 +49,6 @@ import copy
 import gc
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -66,7 +65,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks import plain
-from benchmarks.child import ROOT, run_child
+from benchmarks.child import ROOT, machine, run_child
 from benchmarks.run import build_cache
 from benchmarks.timm_cache import write_images
 from kdlab import Distiller
@@ -359,16 +358,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "epochs": epochs,
         "batch_size": BATCH,
         "threads": args.threads,
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "host_allocator": allocator,
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-            "load_average_start": load_start,
-            "load_average_end": os.getloadavg(),
-        },
+        "machine": machine(allocator, load_start, omp_wait_policy=os.environ.get("OMP_WAIT_POLICY")),
         "ratios": ratios,
         "projected_at_preset_epochs": {"epochs": PRESET_EPOCHS, **projected},
         "targets": TARGETS,

@@ -28,7 +28,6 @@ import copy
 import gc
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -39,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks import plain
-from benchmarks.child import run_child
+from benchmarks.child import machine, run_child
 from kdlab import Distiller
 from kdlab.config.schema import DataConfig
 from kdlab.data.bundle import build_data
@@ -316,15 +315,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "epochs": epochs,
         "batch_size": 32,
         "threads": args.threads,
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "host_allocator": allocator,
-            "load_average_start": load_start,
-            "load_average_end": os.getloadavg(),
-        },
+        "machine": machine(allocator, load_start),
         "ratios": ratios,
         "targets": TARGETS,
         "memory": memory,
