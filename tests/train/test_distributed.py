@@ -35,7 +35,8 @@ def _history(run_dir: Path) -> dict[tuple[str, str], float]:
         return {(r["arm"], r["epoch"]): float(r["train_loss"]) for r in csv.DictReader(f)}
 
 
-def test_two_gloo_processes_match_one_process(tmp_path: Path, monkeypatch) -> None:
+def one_process_run(tmp_path: Path, monkeypatch) -> tuple[Path, list[str]]:
+    """The one-process reference run (a fixed random teacher, 2 student epochs) and its ``--set`` list."""
     torch.manual_seed(0)
     ckpt = tmp_path / "teacher.safetensors"
     save_weights(create_model("mlp-teacher", num_classes=10, input_shape=(1, 8, 8)), ckpt)
@@ -47,7 +48,11 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path, monkeypatch) -> No
         "train.select=last",
     ]
     monkeypatch.setenv("KDLAB_CACHE", str(tmp_path / "cache-one"))
-    one = run_lab(load_experiment("digits", sets), out=tmp_path / "one")
+    return run_lab(load_experiment("digits", sets), out=tmp_path / "one"), sets
+
+
+def test_two_gloo_processes_match_one_process(tmp_path: Path, monkeypatch) -> None:
+    one, sets = one_process_run(tmp_path, monkeypatch)
 
     env = {**os.environ, "KDLAB_CACHE": str(tmp_path / "cache-two"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]

@@ -19,13 +19,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-import torch
-from test_distributed import assert_matches_one_process
-
-from kdlab.config import load_experiment
-from kdlab.io import save_weights
-from kdlab.lab.run import run_lab
-from kdlab.models import create_model
+from test_distributed import assert_matches_one_process, one_process_run
 
 pytestmark = pytest.mark.e2e  # whole lab runs: `pytest -m "not e2e"` skips them
 
@@ -49,18 +43,7 @@ def node_command(node_rank: int, endpoint: str, rdzv_id: str, out: Path, sets: l
 
 def test_two_torchrun_nodes_with_a_c10d_rendezvous_match_one_process(tmp_path: Path, monkeypatch) -> None:
     assert TORCHRUN.is_file(), f"{TORCHRUN} missing: install torch into this environment"
-    torch.manual_seed(0)
-    ckpt = tmp_path / "teacher.safetensors"
-    save_weights(create_model("mlp-teacher", num_classes=10, input_shape=(1, 8, 8)), ckpt)
-    sets = [
-        f"teacher.checkpoint={ckpt}",
-        "teacher.model=mlp-teacher",
-        "teacher.epochs=0",
-        "student.epochs=2",
-        "train.select=last",
-    ]
-    monkeypatch.setenv("KDLAB_CACHE", str(tmp_path / "cache-one"))
-    one = run_lab(load_experiment("digits", sets), out=tmp_path / "one")
+    one, sets = one_process_run(tmp_path, monkeypatch)
 
     endpoint, rdzv_id = f"127.0.0.1:{_free_port()}", f"kdlab-test-{uuid.uuid4().hex[:12]}"
     env = {**os.environ, "KDLAB_CACHE": str(tmp_path / "cache-nodes"), "OMP_NUM_THREADS": "1"}
