@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,29 @@ def test_bad_transfer_settings_are_one_line(
     result = run_cli(args, capsys)
     assert_one_line_error(result, message)
     assert not list(tmp_path.glob("*digits*"))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("pipe.txt", None, r"pipe\.txt is a FIFO \(named pipe\), not a folder of images"),
+        ("bytes.txt", b"\xff\xfe\n", r"bytes\.txt: not UTF-8 text \(line 1"),
+        ("rows.jsonl", b'{"body": "a text"}\n', r"no text column 'text'"),
+    ],
+)
+def test_a_hostile_text_transfer_set_is_one_line_and_never_blocks(
+    tmp_path: Path, name: str, content: bytes | None, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = write_csv(tmp_path / "reviews.csv", n=40)
+    target = tmp_path / name
+    if content is None:
+        os.mkfifo(target)  # opened without blocking and refused, never read
+    else:
+        target.write_bytes(content)
+    sets = ["data.name=text-csv", f"data.path={table}", f"data.unlabeled={target}"]
+    args = ["run", "text-csv", *(a for s in sets for a in ("--set", s)), "--out", str(tmp_path / "runs")]
+    assert_one_line_error(run_cli(args, capsys), message)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_unlabeled_limit_keeps_a_seeded_subset() -> None:
