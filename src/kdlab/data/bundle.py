@@ -119,21 +119,8 @@ def build_data(cfg: DataConfig, seed: int) -> DataBundle:
     if cfg.train_limit is not None and cfg.train_limit < len(bundle.train):
         bundle.full_train = bundle.train
         bundle.train, rest = subset_train(bundle.train, cfg.train_limit, seed)
-    if cfg.unlabeled == "rest":
-        if rest is None:
-            raise DataError(
-                f"data.unlabeled: rest is empty: data.train_limit={cfg.train_limit} keeps all "
-                f"{len(bundle.train)} training samples; lower data.train_limit"
-            )
-        bundle.unlabeled = transfer.withhold_labels(rest)
-        bundle.meta["unlabeled_source"] = "rest"
-        if cfg.unlabeled_limit is not None and cfg.unlabeled_limit < len(rest):
-            keep = np.sort(np.random.default_rng(seed + 8).choice(len(rest), cfg.unlabeled_limit, replace=False))
-            bundle.unlabeled = bundle.unlabeled.take(torch.from_numpy(keep))
-    elif cfg.unlabeled is not None:
-        bundle.unlabeled = transfer.load_unlabeled(cfg, bundle, seed)
-        bundle.meta["unlabeled_source"] = str(cfg.unlabeled)
-        bundle.meta["skipped_files"] = [*bundle.meta.get("skipped_files", []), *bundle.meta["unlabeled_skipped"]]
+    if cfg.unlabeled is not None:
+        bundle.unlabeled = transfer.transfer_set(cfg, bundle, rest, seed)
     return bundle
 
 

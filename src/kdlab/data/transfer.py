@@ -47,9 +47,32 @@ def withhold_labels(part: Split) -> Split:
     return unlabeled_split(part.x, part.source)
 
 
-def load_unlabeled(cfg: DataConfig, bundle: Any, seed: int) -> Split:
-    """The transfer set named by ``cfg.unlabeled`` (a folder or file), in the data's input format,
-    held-out duplicates dropped, at most ``cfg.unlabeled_limit`` rows (seeded with ``seed + 8``)."""
+def transfer_set(cfg: DataConfig, bundle: Any, rest: Split | None, seed: int) -> Split:
+    """The transfer set ``cfg.unlabeled`` names — ``rest`` (the training samples ``data.train_limit``
+    left out, labels withheld) or a folder or file (:func:`load_unlabeled`) — at most
+    ``cfg.unlabeled_limit`` rows (seeded with ``seed + 8``); where it came from and what was skipped
+    go into ``bundle.meta``."""
+    if cfg.unlabeled == "rest":
+        if rest is None:
+            raise DataError(
+                f"data.unlabeled: rest is empty: data.train_limit={cfg.train_limit} keeps all "
+                f"{len(bundle.train)} training samples; lower data.train_limit"
+            )
+        part = withhold_labels(rest)
+        bundle.meta["unlabeled_source"] = "rest"
+    else:
+        part = load_unlabeled(cfg, bundle)
+        bundle.meta["unlabeled_source"] = str(cfg.unlabeled)
+        bundle.meta["skipped_files"] = [*bundle.meta.get("skipped_files", []), *bundle.meta["unlabeled_skipped"]]
+    if cfg.unlabeled_limit is not None and cfg.unlabeled_limit < len(part):
+        keep = np.sort(np.random.default_rng(seed + 8).choice(len(part), cfg.unlabeled_limit, replace=False))
+        part = part.take(torch.from_numpy(keep))
+    return part
+
+
+def load_unlabeled(cfg: DataConfig, bundle: Any) -> Split:
+    """The transfer set in the folder or file ``cfg.unlabeled``, in the data's input format,
+    validation/test duplicates dropped (counted in ``bundle.meta``)."""
     path = Path(str(cfg.unlabeled))
     special = special_kind(path)
     if special is not None:
@@ -76,9 +99,6 @@ def load_unlabeled(cfg: DataConfig, bundle: Any, seed: int) -> Split:
             f"{KEY}: {path} holds no usable inputs ({len(skipped)} unreadable, {dropped} identical to "
             "validation/test inputs)"
         )
-    if cfg.unlabeled_limit is not None and cfg.unlabeled_limit < len(part):
-        keep = np.sort(np.random.default_rng(seed + 8).choice(len(part), cfg.unlabeled_limit, replace=False))
-        part = part.take(torch.from_numpy(keep))
     bundle.meta["unlabeled_skipped"] = skipped
     bundle.meta["unlabeled_dropped_heldout"] = dropped
     return part
