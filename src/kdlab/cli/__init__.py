@@ -10,7 +10,7 @@ import shlex
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -51,7 +51,7 @@ def run(
     """Train and compare teacher, scratch student and distilled student; write a run folder."""
     from kdlab.config import load_experiment
     from kdlab.errors import RunInterrupted
-    from kdlab.lab.recovery import SIGNAL_EXIT, StopOnSignal, resume_command
+    from kdlab.lab.recovery import StopOnSignal, resume_command
     from kdlab.lab.resume import resume_lab
     from kdlab.lab.run import run_lab
     from kdlab.report.table import print_results
@@ -73,8 +73,7 @@ def run(
                 run_dir = run_lab(cfg, out=out, progress=progress, log=log, stop=stop)
         except RunInterrupted as e:
             folder = Path(str(e.run_dir if e.run_dir is not None else resume))
-            err_console.print(f"interrupted; resume with: {resume_command(folder)}", markup=False, highlight=False)
-            raise typer.Exit(SIGNAL_EXIT.get(stop.signum or signal.SIGINT, 130)) from None
+            raise _interrupted(stop, resume_command(folder), "run") from None
     if launch_rank() != 0:  # under torchrun only rank 0 reports (and only it wrote a run folder)
         return
     print_results(read_results(run_dir), console, run_dir)
@@ -180,7 +179,7 @@ def compare(
     from kdlab.config import load_experiment
     from kdlab.errors import RunInterrupted
     from kdlab.lab.compare import read_comparison, resume_comparison, run_comparison
-    from kdlab.lab.recovery import SIGNAL_EXIT, StopOnSignal
+    from kdlab.lab.recovery import StopOnSignal
     from kdlab.report.compare_table import print_comparison
     from kdlab.runs import is_comparison
     from kdlab.train.progress import RichProgress
@@ -203,14 +202,10 @@ def compare(
                     cfg, methods, seeds, out=out, resume=resume, progress=progress, log=log, stop=stop
                 )
         except RunInterrupted as e:
+            # The folder records the experiment, seeds and methods: --resume alone resumes all of them.
             folder = Path(str(e.run_dir)).parent if e.run_dir is not None else resume
-            if folder is None:
-                err_console.print("interrupted before the comparison folder was written; nothing to resume")
-            else:  # the folder records the experiment, seeds and methods: this resumes all of them
-                err_console.print(
-                    f"interrupted; resume with: kdlab compare --resume {shlex.quote(str(folder))}", markup=False
-                )
-            raise typer.Exit(SIGNAL_EXIT.get(stop.signum or signal.SIGINT, 130)) from None
+            line = None if folder is None else f"kdlab compare --resume {shlex.quote(str(folder))}"
+            raise _interrupted(stop, line, "comparison") from None
     print_comparison(read_comparison(comp_dir), console)
     _write_report_safely(comp_dir)
     console.print(f"comparison folder: {comp_dir}")
@@ -251,8 +246,8 @@ def tune(
     against scratch over several seeds; writes best.yaml, trials.csv, the study and the comparison."""
     from kdlab.config import load_experiment
     from kdlab.errors import RunInterrupted
-    from kdlab.lab.recovery import SIGNAL_EXIT, StopOnSignal
-    from kdlab.lab.tune import read_tune, run_tune
+    from kdlab.lab.recovery import StopOnSignal
+    from kdlab.lab.tune import BEST_FILE, read_tune, run_tune
     from kdlab.report.compare_table import print_comparison
     from kdlab.runs import read_comparison
     from kdlab.train.progress import RichProgress
@@ -278,13 +273,9 @@ def tune(
                 log=log,
                 stop=stop,
             )
-        except RunInterrupted as e:
-            if e.run_dir is None:
-                err_console.print("interrupted before the tune folder was written; nothing to resume")
-            else:  # the study keeps every finished trial
-                folder = shlex.quote(str(e.run_dir))
-                err_console.print(f"interrupted; resume with: kdlab tune --resume {folder}", markup=False)
-            raise typer.Exit(SIGNAL_EXIT.get(stop.signum or signal.SIGINT, 130)) from None
+        except RunInterrupted as e:  # the study keeps every finished trial
+            line = None if e.run_dir is None else f"kdlab tune --resume {shlex.quote(str(e.run_dir))}"
+            raise _interrupted(stop, line, "tune") from None
     record = read_tune(tune_dir)
     comp_dir = tune_dir / record["comparison"]["folder"]
     best = record["best"]
@@ -294,12 +285,24 @@ def tune(
         console.print(record["verdict"]["sentence"], markup=False, highlight=False, soft_wrap=True)
     console.print(
         f"best setting: trial {best['number']}, {best['arm']} (validation accuracy {100 * best['value']:.2f}%), "
-        f"in {tune_dir / 'best.yaml'}",
+        f"in {tune_dir / BEST_FILE}",
         markup=False,
         highlight=False,
         soft_wrap=True,
     )
     console.print(f"tune folder: {tune_dir}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _interrupted(stop: Any, resume_line: str | None, folder_kind: str) -> typer.Exit:
+    """What a command stopped by a signal prints — how to resume, or that its ``folder_kind`` folder was
+    never written — and the exit to raise (128 + the signal, as a shell reports it)."""
+    from kdlab.lab.recovery import SIGNAL_EXIT
+
+    if resume_line is None:
+        err_console.print(f"interrupted before the {folder_kind} folder was written; nothing to resume")
+    else:
+        err_console.print(f"interrupted; resume with: {resume_line}", markup=False, highlight=False)
+    return typer.Exit(SIGNAL_EXIT.get(stop.signum or signal.SIGINT, 130))
 
 
 @app.command()
