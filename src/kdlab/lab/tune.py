@@ -225,11 +225,11 @@ def run_tune(
         if trials is None:
             raise ConfigError("--trials: give the number of trials to run, e.g. --trials 20")
         names = parse_search_methods(methods, cfg)
-        _refuse_no_validation(cfg)
         data = check_inputs(cfg, _method_arms(names, cfg))  # a bad input fails here, before any folder
         if len(data.val) == 0:
             raise ConfigError(
-                "data.val_fraction: the validation split is empty; tune scores trials on it, give it samples"
+                f"data.val_fraction: {cfg.data.val_fraction:g} leaves no validation split, and tune scores trials "
+                "on it (never on test); set e.g. --set data.val_fraction=0.1"
             )
         tune_dir = create_run_dir(out if out is not None else cfg.out, f"{cfg.name}-tune")
         write_config(tune_dir, cfg.model_dump(mode="json"))
@@ -675,14 +675,6 @@ def _search_config(cfg: ExperimentConfig, tune_dir: Path) -> ExperimentConfig:
 def _method_arms(methods: Sequence[str], cfg: ExperimentConfig) -> dict[str, DistillConfig]:
     """One arm per searched method with the experiment's settings: what check_inputs checks."""
     return {m: parse_methods([m], cfg.distill)[0].distill for m in methods}
-
-
-def _refuse_no_validation(cfg: ExperimentConfig) -> None:
-    if cfg.data.val_fraction == 0:
-        raise ConfigError(
-            "data.val_fraction: 0 leaves no validation split, and tune scores trials on it (never on test); "
-            "set e.g. --set data.val_fraction=0.1"
-        )
 
 
 def _refuse_distributed() -> None:
