@@ -28,6 +28,7 @@ from kdlab.data.bundle import DATASETS, DataBundle, three_way, train_val
 from kdlab.data.decode import decode_image
 from kdlab.data.files import open_regular, shorten
 from kdlab.data.mapped import MappedRows
+from kdlab.data.memory import GB
 from kdlab.data.tensors import Split
 from kdlab.errors import DataError
 from kdlab.io import atomic_write_text
@@ -264,7 +265,6 @@ def cache_root(cfg: DataConfig) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "kdlab"
 
 
-GB = 1024**3
 DECODE_CHUNK = 64
 """Files per task of the parallel decode (each worker holds one chunk's pixels at a time)."""
 
@@ -423,8 +423,7 @@ def decode_to_file(
                 with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
                     for part in pool.map(_decode_chunk, tasks):
                         ok += part
-        labels = np.asarray([label for (_, label), good in zip(files, ok, strict=True) if good], dtype=np.int64)
-        skipped = [str(p) for (p, _), good in zip(files, ok, strict=True) if not good]
+        labels, skipped = _labels_and_skipped(files, ok)
         done = tmp
         if skipped:
             fd, compact = make_temp(path)
@@ -441,20 +440,33 @@ def decode_to_file(
     return labels, skipped
 
 
-def _decode_chunk(task: tuple[str, int, int, list[str], int]) -> list[bool]:
-    """Decode one chunk of files into rows ``start..`` of the ``.npy`` at ``path``, whose data begin at
-    byte ``offset`` (a worker's task); returns which files decoded (a row that did not is left zero)."""
-    path, offset, start, names, size = task
+def _decode_rows(names: list[str], size: int) -> tuple[np.ndarray, list[bool]]:
+    """uint8 ``[len(names), 3, size, size]`` of these files, and which decoded (a row that did not
+    is left zero): corrupt, truncated, empty, not an image, too large, a FIFO are skipped."""
     out = np.empty((len(names), 3, size, size), dtype=np.uint8)
     ok = []
     for i, name in enumerate(names):
         try:
             out[i] = decode_image(Path(name), "RGB", (size, size)).transpose(2, 0, 1)
-        except Exception:  # corrupt, truncated, empty, not an image, too large, a FIFO: skipped and listed
+        except Exception:  # skipped and listed by the caller
             out[i] = 0
             ok.append(False)
             continue
         ok.append(True)
+    return out, ok
+
+
+def _labels_and_skipped(files: list[tuple[Path, int]], ok: list[bool]) -> tuple[np.ndarray, list[str]]:
+    """The labels of the files that decoded (in order) and the paths of those that did not."""
+    labels = np.asarray([label for (_, label), good in zip(files, ok, strict=True) if good], dtype=np.int64)
+    return labels, [str(p) for (p, _), good in zip(files, ok, strict=True) if not good]
+
+
+def _decode_chunk(task: tuple[str, int, int, list[str], int]) -> list[bool]:
+    """Decode one chunk of files into rows ``start..`` of the ``.npy`` at ``path``, whose data begin at
+    byte ``offset`` (a worker's task); returns which files decoded (a row that did not is left zero)."""
+    path, offset, start, names, size = task
+    out, ok = _decode_rows(names, size)
     # A plain positioned write (no map, no msync): the page cache serves the reader that follows.
     with open(path, "r+b") as f:
         f.seek(offset + start * out[0].nbytes)
@@ -487,15 +499,6 @@ def _decode_all(files: list[tuple[Path, int]], size: int, root: Path) -> tuple[n
 
     # The decoded array, then its train/val/test copies: refuse before allocating what cannot fit.
     check_memory(2 * len(files) * 3 * size * size, "data.image_size", f"{len(files):,} images of 3×{size}×{size} px")
-    out = np.empty((len(files), 3, size, size), dtype=np.uint8)
-    labels: list[int] = []
-    skipped: list[str] = []
-    for p, label in files:
-        try:
-            arr = decode_image(p, "RGB", (size, size))
-        except Exception:  # corrupt, truncated, empty, not an image, too large, a FIFO: skipped and listed
-            skipped.append(str(p))
-            continue
-        out[len(labels)] = arr.transpose(2, 0, 1)
-        labels.append(label)
-    return out[: len(labels)], np.asarray(labels, dtype=np.int64), skipped
+    out, ok = _decode_rows([str(p) for p, _ in files], size)
+    labels, skipped = _labels_and_skipped(files, ok)
+    return (out if not skipped else out[np.flatnonzero(ok)]), labels, skipped

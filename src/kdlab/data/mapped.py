@@ -170,10 +170,6 @@ class MappedRows:
         return f"MappedRows({len(self)} of {len(self.state.array)} rows, {tuple(self.shape)}, file={self.path})"
 
 
-def is_mapped(x: object) -> bool:
-    return isinstance(x, MappedRows)
-
-
 def concat(a: Tensor | MappedRows, b: Tensor | MappedRows) -> MappedRows:
     """Rows of ``a`` followed by rows of ``b``, mapped: indices composed when both are rows of one
     mapped array, else the rows are copied block by block into a new mapped file (next to ``a``'s

@@ -16,6 +16,10 @@ from pathlib import Path
 
 from kdlab.errors import DataError
 
+GB = 1024**3
+"""Bytes per GB as ``data.max_memory_gb`` counts them (GiB): the decoded-image budget, and the size
+above which a training split stays off the GPU."""
+
 
 def available_bytes() -> int | None:
     """Bytes this process can still allocate: the least of the memory the system has available,

@@ -18,11 +18,11 @@ from torch import Tensor, nn
 from kdlab.config.schema import DistillConfig, ExperimentConfig
 from kdlab.data.augment import build_augment
 from kdlab.data.mapped import MappedRows
+from kdlab.data.memory import GB
 from kdlab.data.tensors import Batch, Split, TensorLoader
 from kdlab.train import accel, distributed, teacher_cache
 from kdlab.train.loop import resolve_device
 
-GB = 1024**3
 TRAINING_SPLITS = ("train", "transfer", "teacher_train")
 """The splits models train on: the labelled budget, it plus the transfer set (distilled arms), and
 every labelled sample (``teacher.train_on: all``)."""
