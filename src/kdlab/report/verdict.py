@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
+from kdlab.report.collect import BASE_ARMS  # teacher and scratch: measured against, no verdict
 from kdlab.report.stats import CONFIDENCE, ROUNDING
 
 FEW_SEEDS = 3
@@ -35,8 +36,6 @@ POWER = 0.80
 """Power of the paired t-test that :func:`seeds_needed` asks for."""
 MAX_SEEDS_NEEDED = 1000
 """:func:`seeds_needed` searches up to this many seeds; beyond, it says "more than 1000"."""
-BASE_ARMS = ("teacher", "scratch")
-"""Arms every distilled arm is measured against: they get no verdict."""
 
 
 def seeds_needed(
