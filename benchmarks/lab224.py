@@ -1,7 +1,7 @@
 """The classic lab at its real size (224×224, the cats-vs-dogs preset's CNNs): kdlab against the
 plain PyTorch loop and against the lab written in Keras 3, in one run on one generated image folder.
 
-    python -m benchmarks.lab224            # full: 2,000 JPEGs decoded, 640 trained on, 2 epochs (5-8 min on 2 cores)
+    python -m benchmarks.lab224            # full: 2,000 JPEGs decoded, 640 trained on, 5 epochs (8-12 min on 2 cores)
     python -m benchmarks.lab224 --quick    # 256 JPEGs, 128 trained on, 1 epoch (a first check)
 
 The folder (``--folder``, else a temporary one) holds ``--images`` real 224 px JPEG files in two
@@ -16,7 +16,10 @@ Phases, timed in this process (no memory sampler beside them), host allocator se
 
 * decode: ``--images`` files through kdlab's image-folder loader on first load (a fresh decode
   cache: ``build_data`` with ``data.name=image-folder``, whatever parallelism the loader has), and
-  a one-process Pillow loop over the same files (open, RGB, resize, into one uint8 array);
+  a one-process Pillow loop over the same files (open, RGB, resize, into one uint8 array), in
+  ``--decode-repeats`` alternating pairs (the median pair's ratio is reported, every pair is kept);
+  beside them the loader's parallel decode alone (``decode_to_file``: the files into the cache
+  file, without listing, hashing or reading the splits into memory);
 * kdlab teacher: ``fit`` of the teacher, one epoch of ``--teacher-train`` images (ms/step only);
 * kdlab scratch: ``fit`` of the student, ``--epochs`` epochs;
 * kdlab distill: the teacher cache built from scratch over the training images (counted in full),
@@ -33,8 +36,9 @@ Ratios (higher is better for kdlab):
 * ``vs_keras``: Keras distillation seconds ÷ (kdlab cache build + distillation seconds) (≥ 2.5);
 * ``decode_vs_pillow``: images/s of kdlab's first load ÷ one-process Pillow images/s (≥ 1.7 on 2 cores).
 
-``projected_at_preset_epochs``: the preset trains its students 5 epochs; from the same run's
-per-epoch seconds, ``5 × plain (or Keras) epoch ÷ (cache build + 5 × kdlab distillation epoch)``.
+``--epochs`` defaults to the preset's 5 student epochs (the lab's own). With another value the run
+also gives ``projected_at_preset_epochs``: from the same run's per-epoch seconds,
+``5 × plain (or Keras) epoch ÷ (cache build + 5 × kdlab distillation epoch)``.
 
 Peak RSS per phase: each kdlab / plain phase again in a fresh child process (``--memory-child``),
 from the moment data and models are loaded (``/proc/self/clear_refs``), over ``--memory-steps``
@@ -71,7 +75,7 @@ from benchmarks.timm_cache import write_images
 from kdlab import Distiller
 from kdlab.config.schema import DataConfig
 from kdlab.data.bundle import build_data
-from kdlab.data.images import IMAGE_SUFFIXES, decode_folder
+from kdlab.data.images import IMAGE_SUFFIXES, _list_files, decode_folder, decode_to_file, decode_workers
 from kdlab.data.tensors import TensorLoader, prepare_inputs
 from kdlab.models import create_model
 from kdlab.train import accel, teacher_cache
@@ -103,6 +107,43 @@ def pillow_decode(files: list[Path]) -> tuple[np.ndarray, float]:
         with Image.open(path) as img:
             out[i] = np.asarray(img.convert("RGB").resize((SIZE, SIZE), Image.Resampling.BILINEAR))
     return out, time.perf_counter() - start
+
+
+def decode_pairs(folder: Path, files: list[Path], cache: Path, repeats: int) -> dict[str, Any]:
+    """``repeats`` alternating pairs (one-process Pillow, then kdlab's first load into a fresh decode
+    cache ``cache``), and the parallel decode alone once; the median pair by ratio is reported."""
+    import shutil
+
+    pairs = []
+    for _ in range(repeats):
+        _, pillow_s = pillow_decode(files)
+        shutil.rmtree(cache, ignore_errors=True)
+        start = time.perf_counter()
+        bundle = build_data(data_config(folder, cache), seed=0)
+        kdlab_s = time.perf_counter() - start
+        decoded = len(bundle.train) + len(bundle.val) + len(bundle.test)
+        del bundle
+        pairs.append({"pillow_seconds": pillow_s, "kdlab_seconds": kdlab_s, "ratio": pillow_s / kdlab_s})
+    mid = sorted(pairs, key=lambda p: p["ratio"])[len(pairs) // 2]
+    listing = _list_files(folder, sorted(d.name for d in folder.iterdir() if d.is_dir()))
+    with tempfile.TemporaryDirectory(dir=cache.parent) as scratch:
+        start = time.perf_counter()
+        decode_to_file(listing, SIZE, Path(scratch) / "decoded.npy")
+        alone_s = time.perf_counter() - start
+    return {
+        "images": len(files),
+        "repeats": repeats,
+        "workers": decode_workers(),
+        "pillow_one_process_seconds": mid["pillow_seconds"],
+        "pillow_images_per_s": len(files) / mid["pillow_seconds"],
+        "kdlab_first_load_seconds": mid["kdlab_seconds"],
+        "kdlab_images_per_s": len(files) / mid["kdlab_seconds"],
+        "kdlab_decoded": decoded,
+        "ratio": mid["ratio"],
+        "pairs": pairs,
+        "decode_to_file_seconds": alone_s,
+        "decode_to_file_images_per_s": len(files) / alone_s,
+    }
 
 
 def data_config(folder: Path, cache: Path) -> DataConfig:
@@ -245,7 +286,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--teacher-train", type=int, default=None, help="images of the teacher phase (default 320, quick 64)"
     )
     ap.add_argument("--epochs", type=int, default=None, help="epochs of the scratch, distill, plain and Keras phases "
-                    "(default 2, quick 1)")  # fmt: skip
+                    f"(default the preset's {PRESET_EPOCHS}, quick 1)")  # fmt: skip
+    ap.add_argument("--decode-repeats", type=int, default=None, help="Pillow / first-load pairs (default 3, quick 1)")
     ap.add_argument("--memory-steps", type=int, default=None, help="steps of each peak-RSS child (default 8, quick 2)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads for every phase")
     ap.add_argument("--folder", type=Path, default=None, help="image folder to write into (default: a temporary one)")
@@ -259,7 +301,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     images = args.images or (256 if q else 2000)
     train = min(images, args.train or (128 if q else 640))
     teacher_train = min(train, args.teacher_train or (64 if q else 320))
-    epochs = args.epochs or (1 if q else 2)
+    epochs = args.epochs or (1 if q else PRESET_EPOCHS)
+    repeats = max(1, args.decode_repeats or (1 if q else 3))
     memory_steps = args.memory_steps or (2 if q else 8)
     if args.memory_child:
         assert args.folder is not None and args.cache is not None
@@ -280,22 +323,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         say(f"kdlab lab224: {len(files)} JPEGs of {SIZE} px in {folder} ({write_seconds:.1f} s to write), "
             f"{train} trained on, {epochs} epochs, {args.threads} threads")  # fmt: skip
 
-        # 1. Decoding: one-process Pillow, then kdlab's loader on first load (fresh decode cache).
-        _, pillow_s = pillow_decode(files)
-        start = time.perf_counter()
-        bundle = build_data(data_config(folder, cache), seed=0)
-        kdlab_decode_s = time.perf_counter() - start
-        decode = {
-            "images": len(files),
-            "pillow_one_process_seconds": pillow_s,
-            "pillow_images_per_s": len(files) / pillow_s,
-            "kdlab_first_load_seconds": kdlab_decode_s,
-            "kdlab_images_per_s": len(files) / kdlab_decode_s,
-            "kdlab_decoded": len(bundle.train) + len(bundle.val) + len(bundle.test),
-        }
-        del bundle
+        # 1. Decoding, in alternating pairs: one-process Pillow, then kdlab's loader on first load
+        # (a fresh decode cache each time); then the parallel decode alone.
+        decode = decode_pairs(folder, files, cache, repeats)
         say(f"  decode: Pillow {decode['pillow_images_per_s']:.0f} images/s, kdlab first load "
-            f"{decode['kdlab_images_per_s']:.0f} images/s")  # fmt: skip
+            f"{decode['kdlab_images_per_s']:.0f} images/s, parallel decode alone "
+            f"{decode['decode_to_file_images_per_s']:.0f} images/s (median of {repeats})")  # fmt: skip
 
         x, y = load_decoded(folder, cache, train)
         teacher, init = make_models()
@@ -322,11 +355,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ratios = {
             "distill_vs_scratch": runs["kdlab_distill"]["samples_per_s"] / runs["kdlab_scratch"]["samples_per_s"],
             "vs_plain_loop": runs["plain_distill"]["seconds"] / kd_phase,
-            "decode_vs_pillow": decode["kdlab_images_per_s"] / decode["pillow_images_per_s"],
+            "decode_vs_pillow": decode["ratio"],
         }
         if "keras_distill" in runs:
             ratios["vs_keras"] = runs["keras_distill"]["seconds"] / kd_phase
-        # The preset trains the student 5 epochs: the same per-epoch times, the cache paid once.
+        # Run at other than the preset's 5 epochs: the same per-epoch times at 5, the cache paid once.
         per_epoch = {
             k: runs[k]["seconds"] / epochs for k in ("kdlab_distill", "plain_distill", "keras_distill") if k in runs
         }
@@ -334,6 +367,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         projected = {
             f"{k.split('_')[0]}_vs_kdlab": PRESET_EPOCHS * v / kd5 for k, v in per_epoch.items() if k != "kdlab_distill"
         }
+        if epochs == PRESET_EPOCHS:
+            projected = {}
 
         # 3. Peak RSS per phase, each in a fresh process.
         child_args = ["--folder", str(folder), "--cache", str(cache), "--images", str(images), "--train", str(train),
@@ -360,7 +395,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "threads": args.threads,
         "machine": machine(allocator, load_start, omp_wait_policy=os.environ.get("OMP_WAIT_POLICY")),
         "ratios": ratios,
-        "projected_at_preset_epochs": {"epochs": PRESET_EPOCHS, **projected},
+        **({"projected_at_preset_epochs": {"epochs": PRESET_EPOCHS, **projected}} if projected else {}),
         "targets": TARGETS,
         "seed_gpu_ms_per_step": SEED_GPU_MS,
         "decode": decode,
@@ -377,10 +412,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         say(f"{key:<20} {value:6.2f}x {verdict}")
     say("peak RSS (MB)        " + ", ".join(f"{k.removesuffix('_peak_rss_mb')} {v:.0f}" for k, v in memory.items()
                                          if k.endswith("_peak_rss_mb")))  # fmt: skip
-    say(
-        f"at the preset's {PRESET_EPOCHS} epochs (same per-epoch times, cache once): "
-        + ", ".join(f"{k} {v:.2f}x" for k, v in projected.items())
-    )
+    if projected:
+        say(
+            f"at the preset's {PRESET_EPOCHS} epochs (same per-epoch times, cache once): "
+            + ", ".join(f"{k} {v:.2f}x" for k, v in projected.items())
+        )
     end = result["machine"]["load_average_end"][0]
     say(f"load average         {load_start[0]:.1f} at the start, {end:.1f} at the end")
     say(f"results: {path}")

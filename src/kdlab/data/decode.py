@@ -40,4 +40,8 @@ def decode_image(path: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
                 if limit and w * h > limit:
                     raise ImageTooLarge(f"{w}×{h} = {w * h:,} pixels, over the {limit:,}-pixel limit")
                 img.draft(mode, size)  # JPEG: decode at reduced scale when much larger (fast)
-                return np.asarray(img.convert(mode).resize(size, Image.Resampling.BILINEAR), dtype=np.uint8)
+                img.load()
+                # convert / resize only when needed: Pillow's own no-op for the same mode / size is a copy
+                out = img if img.mode == mode else img.convert(mode)
+                out = out if out.size == size else out.resize(size, Image.Resampling.BILINEAR)
+                return np.asarray(out, dtype=np.uint8)

@@ -1,4 +1,4 @@
-"""How much memory this process can still take, and a check before a dataset is allocated.
+"""How much memory this process can still take (and how many cores), and a check before a dataset is allocated.
 
 A legal ``data.image_size`` or ``data.max_len`` can still ask for more memory than the machine
 has (10,000 images of 2048 px are 126 GB). :func:`check_memory` refuses such a dataset with one
@@ -19,6 +19,15 @@ from kdlab.errors import DataError
 GB = 1024**3
 """Bytes per GB as ``data.max_memory_gb`` counts them (GiB): the decoded-image budget, and the size
 above which a training split stays off the GPU."""
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity), at least 1: the image decode's processes
+    and the threads that read a decoded split into memory."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def available_bytes() -> int | None:
