@@ -17,9 +17,10 @@ Phases, timed in this process (no memory sampler beside them), host allocator se
 * decode: ``--images`` files through kdlab's image-folder loader on first load (a fresh decode
   cache: ``build_data`` with ``data.name=image-folder``, whatever parallelism the loader has), and
   a one-process Pillow loop over the same files (open, RGB, resize, into one uint8 array), in
-  ``--decode-repeats`` alternating pairs (the median pair's ratio is reported, every pair is kept);
-  beside them the loader's parallel decode alone (``decode_to_file``: the files into the cache
-  file, without listing, hashing or reading the splits into memory);
+  ``--decode-repeats`` pairs, each pair in a fresh process as a user's first run is (the median
+  pair's ratio is reported, every pair is kept); beside them the loader's parallel decode alone
+  (``decode_to_file``: the files into the cache file, without listing, hashing or reading the
+  splits into memory). ``--decode-only`` stops there (``benchmarks/results/lab224-decode.json``);
 * kdlab teacher: ``fit`` of the teacher, one epoch of ``--teacher-train`` images (ms/step only);
 * kdlab scratch: ``fit`` of the student, ``--epochs`` epochs;
 * kdlab distill: the teacher cache built from scratch over the training images (counted in full),
@@ -110,26 +111,19 @@ def pillow_decode(files: list[Path]) -> tuple[np.ndarray, float]:
 
 
 def decode_pairs(folder: Path, files: list[Path], cache: Path, repeats: int) -> dict[str, Any]:
-    """``repeats`` alternating pairs (one-process Pillow, then kdlab's first load into a fresh decode
-    cache ``cache``), and the parallel decode alone once; the median pair by ratio is reported."""
+    """``repeats`` pairs, each in a fresh process as a user's first run is (one-process Pillow, then
+    kdlab's first load into a fresh decode cache ``cache``), then the parallel decode alone in
+    another; the median pair by ratio is reported, every pair is kept."""
     import shutil
 
     pairs = []
     for _ in range(repeats):
-        _, pillow_s = pillow_decode(files)
         shutil.rmtree(cache, ignore_errors=True)
-        start = time.perf_counter()
-        bundle = build_data(data_config(folder, cache), seed=0)
-        kdlab_s = time.perf_counter() - start
-        decoded = len(bundle.train) + len(bundle.val) + len(bundle.test)
-        del bundle
-        pairs.append({"pillow_seconds": pillow_s, "kdlab_seconds": kdlab_s, "ratio": pillow_s / kdlab_s})
+        pairs.append(run_child("benchmarks.lab224", ["--decode-child", "pair", "--folder", str(folder),
+                                                     "--cache", str(cache)]))  # fmt: skip
+        pairs[-1]["ratio"] = pairs[-1]["pillow_seconds"] / pairs[-1]["kdlab_seconds"]
     mid = sorted(pairs, key=lambda p: p["ratio"])[len(pairs) // 2]
-    listing = _list_files(folder, sorted(d.name for d in folder.iterdir() if d.is_dir()))
-    with tempfile.TemporaryDirectory(dir=cache.parent) as scratch:
-        start = time.perf_counter()
-        decode_to_file(listing, SIZE, Path(scratch) / "decoded.npy")
-        alone_s = time.perf_counter() - start
+    alone = run_child("benchmarks.lab224", ["--decode-child", "alone", "--folder", str(folder), "--cache", str(cache)])
     return {
         "images": len(files),
         "repeats": repeats,
@@ -138,12 +132,31 @@ def decode_pairs(folder: Path, files: list[Path], cache: Path, repeats: int) -> 
         "pillow_images_per_s": len(files) / mid["pillow_seconds"],
         "kdlab_first_load_seconds": mid["kdlab_seconds"],
         "kdlab_images_per_s": len(files) / mid["kdlab_seconds"],
-        "kdlab_decoded": decoded,
+        "kdlab_decoded": mid["decoded"],
         "ratio": mid["ratio"],
         "pairs": pairs,
-        "decode_to_file_seconds": alone_s,
-        "decode_to_file_images_per_s": len(files) / alone_s,
+        "decode_to_file_seconds": alone["seconds"],
+        "decode_to_file_images_per_s": len(files) / alone["seconds"],
     }
+
+
+def run_decode_child(kind: str, folder: Path, cache: Path) -> dict[str, Any]:
+    """In a fresh process: ``pair`` = Pillow over the folder, then kdlab's first load into ``cache``;
+    ``alone`` = the parallel decode of the folder into a file in a temporary folder beside ``cache``."""
+    accel.tune_host_allocator()  # as `kdlab run` on the CPU
+    files = image_files(folder)
+    if kind == "alone":
+        listing = _list_files(folder, sorted(d.name for d in folder.iterdir() if d.is_dir()))
+        with tempfile.TemporaryDirectory(dir=cache.parent) as scratch:
+            start = time.perf_counter()
+            decode_to_file(listing, SIZE, Path(scratch) / "decoded.npy")
+            return {"seconds": time.perf_counter() - start}
+    _, pillow_s = pillow_decode(files)
+    start = time.perf_counter()
+    bundle = build_data(data_config(folder, cache), seed=0)
+    kdlab_s = time.perf_counter() - start
+    decoded = len(bundle.train) + len(bundle.val) + len(bundle.test)
+    return {"pillow_seconds": pillow_s, "kdlab_seconds": kdlab_s, "decoded": decoded, "load_average": os.getloadavg()}
 
 
 def data_config(folder: Path, cache: Path) -> DataConfig:
@@ -293,7 +306,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--folder", type=Path, default=None, help="image folder to write into (default: a temporary one)")
     ap.add_argument("--no-keras", action="store_true", help="leave out the Keras phase")
     ap.add_argument("--out", type=Path, default=None, help="results file (default benchmarks/results/lab224.json)")
+    ap.add_argument("--decode-only", action="store_true", help="only the decoding pairs (results: lab224-decode.json)")
     ap.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--decode-child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--cache", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -304,6 +319,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     epochs = args.epochs or (1 if q else PRESET_EPOCHS)
     repeats = max(1, args.decode_repeats or (1 if q else 3))
     memory_steps = args.memory_steps or (2 if q else 8)
+    if args.decode_child:
+        assert args.folder is not None and args.cache is not None
+        print(json.dumps(run_decode_child(args.decode_child, args.folder, args.cache)), flush=True)
+        return {}
     if args.memory_child:
         assert args.folder is not None and args.cache is not None
         print(json.dumps(run_memory_child(args.memory_child, args.folder, args.cache, train, memory_steps)), flush=True)
@@ -323,12 +342,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         say(f"kdlab lab224: {len(files)} JPEGs of {SIZE} px in {folder} ({write_seconds:.1f} s to write), "
             f"{train} trained on, {epochs} epochs, {args.threads} threads")  # fmt: skip
 
-        # 1. Decoding, in alternating pairs: one-process Pillow, then kdlab's loader on first load
-        # (a fresh decode cache each time); then the parallel decode alone.
+        # 1. Decoding, in pairs, each in a fresh process: one-process Pillow, then kdlab's loader on
+        # first load (a fresh decode cache each time); then the parallel decode alone.
         decode = decode_pairs(folder, files, cache, repeats)
         say(f"  decode: Pillow {decode['pillow_images_per_s']:.0f} images/s, kdlab first load "
             f"{decode['kdlab_images_per_s']:.0f} images/s, parallel decode alone "
             f"{decode['decode_to_file_images_per_s']:.0f} images/s (median of {repeats})")  # fmt: skip
+        if args.decode_only:
+            out = args.out or RESULTS / "lab224-decode.json"
+            out.write_text(json.dumps({
+                "name": "lab224-decode",
+                "command": "python -m benchmarks.lab224 " + " ".join(argv if argv is not None else sys.argv[1:]),
+                "commit": git_commit(),
+                "machine": machine(allocator, load_start),
+                "decode_vs_pillow": decode["ratio"],
+                "target": TARGETS["decode_vs_pillow"],
+                "decode": decode,
+                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }, indent=2) + "\n", encoding="utf-8")  # fmt: skip
+            ratios = ", ".join(f"{p['ratio']:.2f}" for p in decode["pairs"])
+            say(f"decode_vs_pillow {decode['ratio']:.2f}x (pairs {ratios}; target >= {TARGETS['decode_vs_pillow']})")
+            say(f"results: {out}")
+            return {"decode": decode}
 
         x, y = load_decoded(folder, cache, train)
         teacher, init = make_models()
