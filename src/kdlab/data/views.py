@@ -23,21 +23,31 @@ same order with the same labels:
 * text: the raw texts encoded with the Hugging Face tokenizer (``AutoTokenizer.from_pretrained``
   of a local folder, ``padding="max_length", truncation=True, max_length=max_length``, int64 input
   ids), or kdlab's vocabulary at another ``max_length``.
+
+An image view whose float32 splits are larger than the data's memory budget (``max_memory_gb`` of
+:func:`view_bundle`) is written block by block, with the same values, into a temporary ``.npy``
+file that is unlinked once mapped, and its splits hold :class:`~kdlab.data.mapped.MappedRows`.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor
 
 from kdlab.config.schema import InputConfig
 from kdlab.data.bundle import DataBundle
+from kdlab.data.mapped import MappedRows, write_rows
+from kdlab.data.memory import GB
 from kdlab.data.tensors import Split, prepare_inputs
 from kdlab.errors import ConfigError, DataError, first_line
 from kdlab.models.common import InputFields
@@ -273,17 +283,38 @@ def vocab_size(view: View, data: DataBundle) -> int | None:
     return data.meta.get("vocab_size")
 
 
-def build_view(view: View, bundle: DataBundle, split: str, rows: Tensor | None = None) -> Tensor:
+@overload
+def build_view(
+    view: View, bundle: DataBundle, split: str, rows: Tensor | None = None, *, max_memory_gb: None = None
+) -> Tensor: ...
+
+
+@overload
+def build_view(
+    view: View, bundle: DataBundle, split: str, rows: Tensor | None = None, *, max_memory_gb: float
+) -> Tensor | MappedRows: ...
+
+
+def build_view(
+    view: View, bundle: DataBundle, split: str, rows: Tensor | None = None, *, max_memory_gb: float | None = None
+) -> Tensor | MappedRows:
     """The inputs of ``bundle.<split>`` (or of its rows ``rows``) as ``view`` shows them, in row order:
     float32 ``[N, C, S, S]`` images or int64 ``[N, max_length]`` token ids (rule: module docstring).
 
+    An image view larger than ``max_memory_gb`` (GiB, the data's ``data.max_memory_gb``; None: no
+    bound) is written block by block into a temporary ``.npy`` file (next to the data's decode cache
+    when known, else in the temporary folder), unlinked once mapped, and returned as float32
+    :class:`~kdlab.data.mapped.MappedRows` with the same values; otherwise it is a tensor.
+
     Raises:
-        DataError: the split kept no raw texts (text), or the memory the view needs is not there.
+        DataError: the split kept no raw texts (text), or the memory (in memory) or disk space
+            (mapped) the view needs is not there.
     """
     part: Split = getattr(bundle, split)
     if view.kind == "text":
         return _text_view(view, bundle, part, rows)
-    return _image_view(view, bundle, part, rows)
+    budget = math.inf if max_memory_gb is None else max_memory_gb * GB
+    return _image_view(view, bundle, part, rows, budget)
 
 
 def _text_view(view: View, bundle: DataBundle, part: Split, rows: Tensor | None) -> Tensor:
@@ -324,15 +355,18 @@ def encode_texts(view: View, texts: list[str], vocab: Any = None) -> Tensor:
     return out
 
 
-def _image_view(view: View, bundle: DataBundle, part: Split, rows: Tensor | None) -> Tensor:
+def _image_view(view: View, bundle: DataBundle, part: Split, rows: Tensor | None, budget: float) -> Tensor | MappedRows:
     from kdlab.data.images import ImageFiles
-    from kdlab.data.mapped import MappedRows
     from kdlab.data.memory import check_memory
 
     assert view.image_size is not None and view.channels is not None and view.mean and view.std
     size, channels = view.image_size, view.channels
     n = len(part) if rows is None else len(rows)
-    check_memory(4 * n * channels * size * size, "input.image_size", f"{n:,} images of {channels}×{size}×{size} px")
+    nbytes = 4 * n * channels * size * size
+    what = f"{n:,} images of {channels}×{size}×{size} px"
+    mapped = n > 0 and nbytes > budget
+    if not mapped:
+        check_memory(nbytes, "input.image_size", what)
     source = part.source
     if isinstance(source, ImageFiles) and size != bundle.input_shape[-1]:
         pixels = source.decode(size, rows)  # from the original files, decoded as the data were
@@ -340,15 +374,57 @@ def _image_view(view: View, bundle: DataBundle, part: Split, rows: Tensor | None
         pixels = part.x if rows is None else part.x.take(rows)
     else:
         pixels = part.x if rows is None else part.x[rows.to(part.x.device)]
-    out = torch.empty((n, channels, size, size), dtype=torch.float32)
-    for i in range(0, n, CHUNK):
-        x = prepare_inputs(pixels[i : i + CHUNK].to("cpu")).float()
-        if tuple(x.shape[-2:]) != (size, size):
-            x = torch.nn.functional.interpolate(
-                x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
-            )
-        out[i : i + CHUNK] = normalise(view, x)
+
+    def blocks() -> Iterator[Tensor]:
+        for i in range(0, n, CHUNK):
+            x = prepare_inputs(pixels[i : i + CHUNK].to("cpu")).float()
+            if tuple(x.shape[-2:]) != (size, size):
+                x = torch.nn.functional.interpolate(
+                    x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+                )
+            yield normalise(view, x)
+
+    shape = (n, channels, size, size)
+    if mapped:
+        return _mapped_view(shape, blocks(), _view_folder(part, pixels), what)
+    out = torch.empty(shape, dtype=torch.float32)
+    for i, block in zip(range(0, n, CHUNK), blocks(), strict=True):
+        out[i : i + CHUNK] = block
     return out
+
+
+def _view_folder(part: Split, pixels: Tensor | MappedRows) -> Path:
+    """Where a mapped view's file goes: next to the data's decode cache when known (and writable),
+    else the temporary folder."""
+    from kdlab.data.images import ImageFiles, cache_root
+
+    known = [x.path.parent for x in (pixels, part.x) if isinstance(x, MappedRows) and x.path is not None]
+    if isinstance(part.source, ImageFiles):
+        known.append(cache_root(part.source.cfg))
+    for folder in known:
+        if folder.is_dir() and os.access(folder, os.W_OK | os.X_OK):
+            return folder
+    return Path(tempfile.gettempdir())
+
+
+def _mapped_view(shape: tuple[int, ...], blocks: Iterator[Tensor], folder: Path, what: str) -> MappedRows:
+    """The view's float32 rows written from ``blocks`` into a mapped file in ``folder``
+    (:func:`~kdlab.data.mapped.write_rows`); a one-line DataError when the disk has too little space."""
+    need = 4 * math.prod(shape)
+    free = shutil.disk_usage(folder).free
+    fix = "free space there (data.cache_dir, or TMPDIR), lower input.image_size, or raise data.max_memory_gb"
+    if need > free:
+        raise DataError(
+            f"input.image_size: {what} as float32 need {need / 1e9:.1f} GB on disk in {folder} (the view is over "
+            f"data.max_memory_gb, so it is memory-mapped), and {free / 1e9:.1f} GB is free; {fix}"
+        )
+    try:
+        return write_rows(shape, torch.float32, blocks, folder)
+    except OSError as e:
+        raise DataError(
+            f"input.image_size: cannot write the memory-mapped view of {what} in {folder} "
+            f"({type(e).__name__}: {first_line(e)}); {fix}"
+        ) from None
 
 
 def normalise(view: View, x: Tensor) -> Tensor:
@@ -370,12 +446,21 @@ def _channel_converter(have: int, want: int) -> Callable[[Tensor], Tensor]:
     raise ConfigError(f"input.channels: cannot convert {have} channels to {want} (only grey 1 <-> RGB 3)")
 
 
-def view_bundle(view: View, bundle: DataBundle) -> DataBundle:
+def view_bundle(view: View, bundle: DataBundle, *, max_memory_gb: float | None = None) -> DataBundle:
     """``bundle`` as ``view`` shows it: every split built (:func:`build_view`), same rows, labels and
-    sources; ``input_shape`` and ``meta['vocab_size']`` are the view's."""
+    sources; ``input_shape`` and ``meta['vocab_size']`` are the view's.
+
+    ``max_memory_gb`` is the data's memory budget (GiB, ``data.max_memory_gb``; None: no bound, every
+    split a tensor). When an image view's splits together are larger, every split is memory-mapped
+    float32 rows (:func:`build_view`, same values); within it nothing changes."""
+    names = [k for k in ("train", "val", "test", "unlabeled", "full_train") if getattr(bundle, k) is not None]
+    limit = max_memory_gb
+    if view.kind == "image" and max_memory_gb is not None:
+        total = 4 * sum(len(getattr(bundle, k)) for k in names) * math.prod(view.input_shape())
+        limit = 0.0 if total > max_memory_gb * GB else None  # decided once for the view, as for the data
     splits = {
-        k: Split(build_view(view, bundle, k), part.y, part.source)
-        for k in ("train", "val", "test", "unlabeled", "full_train")
+        k: Split(build_view(view, bundle, k, max_memory_gb=limit), part.y, part.source)
+        for k in names
         if (part := getattr(bundle, k)) is not None
     }
     meta = {**bundle.meta, "vocab_size": vocab_size(view, bundle)}

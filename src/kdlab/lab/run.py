@@ -366,7 +366,7 @@ class LabSession:
             return
         if who not in self.seen:
             self.say(f"{who}: its own inputs {view.values()}")
-            data = views.view_bundle(view, self.data)
+            data = views.view_bundle(view, self.data, max_memory_gb=self.cfg.data.max_memory_gb)
             splits = placed_splits(self.cfg, self.rt, data)
             bs = self.cfg.train.eval_batch_size
             test_loader = TensorLoader(splits["test"].x, splits["test"].y, batch_size=bs)
