@@ -7,7 +7,6 @@ per batch by the loader. Image folders are decoded once with Pillow into a uint8
 from __future__ import annotations
 
 import contextlib
-import errno
 import gzip
 import hashlib
 import json
@@ -29,7 +28,7 @@ from kdlab.config.schema import DataConfig
 from kdlab.data.bundle import DATASETS, DataBundle, three_way, train_val
 from kdlab.data.decode import decode_image
 from kdlab.data.files import open_regular, shorten
-from kdlab.data.mapped import MappedRows
+from kdlab.data.mapped import MappedRows, reserve
 from kdlab.data.memory import GB, usable_cores
 from kdlab.data.tensors import Split
 from kdlab.errors import DataError
@@ -218,6 +217,13 @@ class ImageFiles:
             return None
         return replace(self, rows=torch.cat([self.rows, other.rows.to(self.rows.device)]))
 
+    def decode_files(self, files: list[Path], root: Path, size: int) -> tuple[torch.Tensor | MappedRows, list[str]]:
+        """Other ``files`` under ``root`` (a transfer set) decoded as the data were: uint8 ``[N, 3,
+        size, size]`` through the decode cache (:func:`decode_listing`, label 0 for every file), a
+        tensor when it fits ``data.max_memory_gb``, else mapped rows; and the paths that did not decode."""
+        x, _, skipped = decode_listing([(p, 0) for p in files], root, size, self.cfg)
+        return _in_memory(x, self.cfg.max_memory_gb * GB), skipped
+
     def decode(self, size: int, rows: torch.Tensor | None = None) -> torch.Tensor | MappedRows:
         """uint8 ``[N, 3, size, size]`` of this split's files (or of its rows ``rows`` only), decoded
         from the originals as the data were (RGB, bilinear resize with Pillow); mapped rows when the
@@ -317,6 +323,25 @@ def _decode_mapped(
     files = _list_files(root, classes)
     if not files:
         raise DataError(f"data.path: no files under {root}'s class folders")
+    x, y, skipped = decode_listing(files, root, size, cfg)
+    if len(y) == 0:
+        raise _none_decoded(files, root)
+    return x, y, skipped, files
+
+
+def decode_listing(
+    files: list[tuple[Path, int]], root: Path, size: int, cfg: DataConfig
+) -> tuple[torch.Tensor | MappedRows, np.ndarray, list[str]]:
+    """Decode the listing ``files`` (``(path, label)`` pairs under ``root``) to uint8 ``[N, 3, size,
+    size]`` once; later calls with the same listing read the array cache in ``data.cache_dir``.
+
+    The cache key hashes ``size``, ``root`` and every file's path (relative to ``root``), label,
+    kind, byte size and modification time. Files are decoded by :func:`decode_to_file` (one process
+    per usable core) straight into the cache's ``.npy``; where the cache folder cannot be written,
+    into a temporary file that is mapped and removed, and where nothing can be written, in memory
+    by this process. Returns ``(x, labels, skipped paths)``: ``x`` mapped whatever its size (a
+    tensor only in that last case), rows of the files that decoded in listing order. When no file
+    decoded, ``x`` is an empty tensor and nothing is cached."""
     from PIL import Image
 
     # v2: images over Pillow's pixel limit are skipped (v1 decoded those below twice the limit).
@@ -337,7 +362,7 @@ def _decode_mapped(
             meta = json.loads(meta_path.read_text())
             hit = _open_mapped(arr_path, size)
             if len(hit) == len(meta["labels"]):
-                return hit, np.asarray(meta["labels"], dtype=np.int64), meta["skipped"], files
+                return hit, np.asarray(meta["labels"], dtype=np.int64), meta["skipped"]
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache is rebuilt below
     upper = len(files) * 3 * size * size
@@ -357,21 +382,19 @@ def _decode_mapped(
             os.close(fd)
         except OSError:  # nowhere to write at all: the one-process decode in memory
             x_mem, y, skipped = _decode_all(files, size, root)
-            if len(y) == 0:
-                raise _none_decoded(files, root) from None
-            return torch.from_numpy(x_mem), y, skipped, files
+            return torch.from_numpy(x_mem), y, skipped
         try:
             y, skipped = decode_to_file(files, size, Path(tmp))
             x = _open_mapped(Path(tmp), size) if len(y) else torch.empty(0)
         finally:
             Path(tmp).unlink(missing_ok=True)  # a mapping keeps its data until closed
-    if len(y) == 0:
-        raise _none_decoded(files, root)
+    if len(y) == 0:  # nothing to cache: the caller says which setting holds no image
+        return torch.empty((0, 3, size, size), dtype=torch.uint8), y, skipped
     if kept is not None:
         with contextlib.suppress(OSError):  # caching is an optimisation: without the labels file it re-decodes
             atomic_write_text(meta_path, json.dumps({"labels": y.tolist(), "skipped": skipped, "root": str(root)}))
         x = _open_mapped(kept, size)
-    return x, y, skipped, files
+    return x, y, skipped
 
 
 def _none_decoded(files: list[tuple[Path, int]], root: Path) -> DataError:
@@ -449,7 +472,7 @@ def decode_to_file(
         header.flush()
         offset = int(header.offset)
         del header
-        _preallocate(tmp, offset + need)
+        reserve(tmp, offset + need)  # blocks first: a sparse file's first writes cost ~9× more
         tasks = [(str(tmp), offset, i, [str(p) for p, _ in files[i : i + chunk]], size) for i in range(0, n, chunk)]
         ok: list[bool] = []
         if workers == 1 or len(tasks) < 4:  # a few chunks: starting processes costs more than it saves
@@ -484,26 +507,6 @@ def decode_to_file(
         if done is not None:
             done.unlink(missing_ok=True)
     return labels, skipped
-
-
-def _preallocate(path: Path, nbytes: int) -> None:
-    """Reserve the file's ``nbytes`` on disk before the workers write into it (``posix_fallocate``).
-
-    The file is created sparse; without this every first write into it also allocates its blocks,
-    which on ext4 made the cache write cost about 9× more per row (260 against 30 µs per 224 px
-    image on the development machine) and a third of the whole decode. A full disk raises OSError
-    here, before anything is decoded; a file system without the call is left sparse."""
-    fallocate = getattr(os, "posix_fallocate", None)
-    if fallocate is None:
-        return
-    fd = os.open(path, os.O_RDWR)
-    try:
-        fallocate(fd, 0, nbytes)
-    except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise
-    finally:
-        os.close(fd)
 
 
 def _decode_rows(names: list[str], size: int) -> tuple[np.ndarray, list[bool]]:

@@ -6,7 +6,8 @@ Three sources, each read into a :class:`~kdlab.data.tensors.Split` whose labels 
 * ``rest`` — the training samples ``data.train_limit`` left out (:func:`kdlab.data.bundle.build_data`
   keeps them; their labels are replaced, not carried);
 * an image folder (any layout; class folders are not needed and their names are not read), decoded
-  like the data (Pillow, RGB or grey to the data's channels, bilinear to the data's size);
+  like the data (Pillow, RGB or grey to the data's channels, bilinear to the data's size); for an
+  image folder's data (RGB, square) through its decode cache, memory-mapped over ``data.max_memory_gb``;
 * a text file: ``.txt`` with one text per line, or ``.csv`` / ``.tsv`` / ``.jsonl`` whose
   ``data.text_column`` is read (any label column is not), encoded with the data's vocabulary.
 
@@ -105,6 +106,11 @@ def load_unlabeled(cfg: DataConfig, bundle: Any) -> Split:
 
 
 def _images(root: Path, bundle: Any) -> tuple[Split, list[str]]:
+    """Every file under ``root`` (any layout; dot-files skipped; sorted) decoded to the data's input
+    shape, and the paths of those that did not decode. RGB square data of an image folder go through
+    its decode cache (:meth:`kdlab.data.images.ImageFiles.decode_files`: cached, decoded in parallel,
+    a tensor within ``data.max_memory_gb``, else :class:`MappedRows`); grey or non-square data are
+    decoded here, in memory."""
     from kdlab.data.decode import decode_image
     from kdlab.data.memory import check_memory
 
@@ -114,6 +120,10 @@ def _images(root: Path, bundle: Any) -> tuple[Split, list[str]]:
     files = sorted(p for p in root.rglob("*") if not p.name.startswith(".") and not p.is_dir())
     if not files:
         raise DataError(f"{KEY}: no files under {root}")
+    decode_files = getattr(bundle.train.source, "decode_files", None)  # ImageFiles: an image folder's rows
+    if (channels, h) == (3, w) and decode_files is not None:
+        x, skipped = decode_files(files, root, h)
+        return unlabeled_split(x), skipped
     check_memory(len(files) * channels * h * w, KEY, f"{len(files):,} images of {channels}×{h}×{w} px")
     out = np.empty((len(files), channels, h, w), dtype=np.uint8)
     n, skipped = 0, []
@@ -166,9 +176,12 @@ def _row_keys(part: Split) -> list[bytes]:
     texts = getattr(part.source, "texts", None)
     if texts is not None:
         return [hashlib.sha1(t.encode()).digest() for t in texts]
-    keys = []
-    for i in range(0, len(part.x), 4096):  # in blocks: a mapped split is never read whole
-        flat = part.x[i : i + 4096].reshape(min(4096, len(part.x) - i), -1).contiguous().numpy()
+    keys: list[bytes] = []
+    x = part.x
+    # in blocks: a mapped split is read block by block (about 32 MiB each), never whole
+    blocks = x.chunks() if isinstance(x, MappedRows) else ((i, x[i : i + 4096]) for i in range(0, len(x), 4096))
+    for _, block in blocks:
+        flat = block.reshape(len(block), -1).contiguous().numpy()
         keys += [hashlib.sha1(row.tobytes()).digest() for row in flat]
     return keys
 
