@@ -5,25 +5,18 @@ a corrupt, an empty and a non-image file are skipped and listed on both paths.""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from mmap_runs import TINY_GB, memory_and_mapped_runs
 from view_fixtures import write_images
 
-from kdlab.config import load_experiment
 from kdlab.config.schema import DataConfig
 from kdlab.data import build_data, images
 from kdlab.data.mapped import MappedRows, concat
 from kdlab.data.tensors import Split, TensorLoader
-from kdlab.lab.run import run_lab
-
-TINY_GB = 1e-6  # about 1 kB: any folder's decoded array is over it, so it is mapped
-QUICK = ["teacher.model=mlp-teacher", "student.model=mlp-student", "teacher.epochs=2", "student.epochs=2"]
-WEIGHTS = ("teacher.safetensors", "student-scratch.safetensors", "student-distilled.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +30,6 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 BAD = ("a/bad.jpg", "b/empty.png", "b/notes.txt")
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def files_of(root: Path) -> list[tuple[Path, int]]:
@@ -92,24 +81,9 @@ def test_a_folder_over_the_budget_is_mapped_and_reads_the_same_rows(folder: Path
 
 @pytest.mark.e2e  # two whole lab runs
 def test_a_lab_run_on_the_map_gives_the_in_memory_weights_and_accuracies(folder: Path, tmp_path: Path) -> None:
-    runs = {}
-    for how, budget in (("memory", 4.0), ("mapped", TINY_GB)):
-        sets = [
-            *QUICK,
-            "data.name=image-folder",
-            f"data.path={folder}",
-            "data.image_size=12",
-            f"data.cache_dir={tmp_path / how / 'cache'}",
-            f"distill.teacher_cache_dir={tmp_path / how / 'logits'}",
-            f"data.max_memory_gb={budget}",
-        ]
-        runs[how] = run_lab(load_experiment("digits", sets), out=tmp_path / how / "runs")
-    mem, mapped = (json.loads((runs[k] / "results.json").read_text()) for k in ("memory", "mapped"))
-    for w in WEIGHTS:
-        assert sha(runs["memory"] / w) == sha(runs["mapped"] / w), w
-    assert sha(runs["memory"] / "teacher-logits.safetensors") == sha(runs["mapped"] / "teacher-logits.safetensors")
-    for arm in ("teacher", "scratch", "distilled"):
-        assert mem["arms"][arm]["test_accuracy"] == mapped["arms"][arm]["test_accuracy"]
+    sets = ["data.name=image-folder", f"data.path={folder}", "data.image_size=12"]
+    results = memory_and_mapped_runs(tmp_path, sets)
+    mem, mapped = results["memory"], results["mapped"]
     assert mapped["teacher_cache"]["status"] == "miss"  # the mapped run built its own cache, from the map
     assert mem["teacher_cache"]["fingerprint"] == mapped["teacher_cache"]["fingerprint"]
     assert sorted(mapped["data"]["skipped_files"]) == sorted(str(folder / b) for b in BAD)

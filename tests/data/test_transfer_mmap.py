@@ -5,29 +5,23 @@ grey or float data (digits) keep the in-memory decode."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from mmap_runs import TINY_GB, memory_and_mapped_runs
 from view_fixtures import write_images
 
-from kdlab.config import load_experiment
 from kdlab.config.schema import DataConfig
 from kdlab.data import build_data, images
 from kdlab.data.bundle import DataBundle
 from kdlab.data.decode import decode_image
 from kdlab.data.mapped import MappedRows
 from kdlab.kd.losses import UNLABELED
-from kdlab.lab.run import run_lab
 
-TINY_GB = 1e-6  # about 1 kB: every decoded array is over it, so it is mapped
 SIZE = 12
-QUICK = ["teacher.model=mlp-teacher", "student.model=mlp-student", "teacher.epochs=2", "student.epochs=2"]
-WEIGHTS = ("teacher.safetensors", "student-scratch.safetensors", "student-distilled.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -164,32 +158,13 @@ def test_float_data_keep_the_in_memory_decode(loose: Path, monkeypatch: pytest.M
     assert sorted(data.meta["unlabeled_skipped"]) == sorted(str(loose / f) for f in BAD)
 
 
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @pytest.mark.e2e  # two whole lab runs
 def test_a_lab_run_with_a_mapped_transfer_set_gives_the_in_memory_weights(
     data_dir: Path, loose: Path, tmp_path: Path
 ) -> None:
-    runs = {}
-    for how, budget in (("memory", 4.0), ("mapped", TINY_GB)):
-        sets = [
-            *QUICK,
-            "data.name=image-folder",
-            f"data.path={data_dir}",
-            f"data.image_size={SIZE}",
-            f"data.unlabeled={loose}",
-            f"data.cache_dir={tmp_path / how / 'cache'}",
-            f"distill.teacher_cache_dir={tmp_path / how / 'logits'}",
-            f"data.max_memory_gb={budget}",
-        ]
-        runs[how] = run_lab(load_experiment("digits", sets), out=tmp_path / how / "runs")
-    mem, mapped = (json.loads((runs[k] / "results.json").read_text()) for k in ("memory", "mapped"))
-    for w in (*WEIGHTS, "teacher-logits.safetensors"):
-        assert sha(runs["memory"] / w) == sha(runs["mapped"] / w), w
-    for arm in ("teacher", "scratch", "distilled"):
-        assert mem["arms"][arm]["test_accuracy"] == mapped["arms"][arm]["test_accuracy"]
+    sets = ["data.name=image-folder", f"data.path={data_dir}", f"data.image_size={SIZE}", f"data.unlabeled={loose}"]
+    results = memory_and_mapped_runs(tmp_path, sets)
+    mem, mapped = results["memory"], results["mapped"]
     assert mem["data"]["unlabeled"] == mapped["data"]["unlabeled"]
     assert mapped["data"]["unlabeled"]["samples"] == 11
     assert mapped["arms"]["distilled"]["train_samples"] == mapped["arms"]["scratch"]["train_samples"] + 11
