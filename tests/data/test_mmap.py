@@ -84,6 +84,8 @@ def test_a_lab_run_on_the_map_gives_the_in_memory_weights_and_accuracies(folder:
     sets = ["data.name=image-folder", f"data.path={folder}", "data.image_size=12"]
     results = memory_and_mapped_runs(tmp_path, sets)
     mem, mapped = results["memory"], results["mapped"]
+    assert mem["performance"]["train_data"] == "device"
+    assert mapped["performance"]["train_data"] == "memory-mapped (gathered per batch)"
     assert mapped["teacher_cache"]["status"] == "miss"  # the mapped run built its own cache, from the map
     assert mem["teacher_cache"]["fingerprint"] == mapped["teacher_cache"]["fingerprint"]
     assert sorted(mapped["data"]["skipped_files"]) == sorted(str(folder / b) for b in BAD)

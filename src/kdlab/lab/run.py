@@ -322,6 +322,7 @@ class LabSession:
             say(f"teacher: trains on all {len(data.full_train)} labelled training samples (teacher.train_on: all)")
         if "vocab" in data.meta:
             save_vocab(run_dir, data.meta["vocab"])
+        splits = placed_splits(cfg, rt, data)  # first: the performance record says where the data went
         fresh: dict[str, Any] = {
             "schema_version": 1,
             "kdlab_version": __version__,
@@ -342,7 +343,6 @@ class LabSession:
             fresh["inputs"] = {who: v.record() for who, v in inputs.items() if v is not None}
         results = continue_results(run_dir, fresh, WEIGHT_FILES) if resuming else fresh
         rows = read_history_rows(run_dir, set(results["arms"])) if resuming else []
-        splits = placed_splits(cfg, rt, data)
         test_loader = TensorLoader(splits["test"].x, splits["test"].y, batch_size=cfg.train.eval_batch_size)
         # Built once for every arm: validation in eval_batch_size batches (an empty split: none).
         val, bs = splits["val"], cfg.train.eval_batch_size
