@@ -6,6 +6,7 @@ with its teacher on its own view gives the same weights and accuracies mapped as
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,7 @@ def test_the_memory_refusal_fires_in_memory_only(folder: Path, tmp_path: Path, m
 def test_a_disk_without_the_space_is_refused_in_one_line(folder: Path, tmp_path: Path, monkeypatch, written) -> None:
     data = data_of(folder, tmp_path / "cache")
     view = view_of(data, image_size=12, **IMAGENET)
-    monkeypatch.setattr(views.shutil, "disk_usage", lambda _p: type("U", (), {"free": 100})())
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: type("U", (), {"free": 100})())
     with pytest.raises(DataError, match=r"^input\.image_size: .* as float32 need .* on disk in ") as e:
         views.view_bundle(view, data, max_memory_gb=TINY_GB)
     assert "\n" not in str(e.value) and "data.max_memory_gb" in str(e.value)

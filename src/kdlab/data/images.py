@@ -12,7 +12,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import struct
 import tempfile
 import zlib
@@ -29,7 +28,7 @@ from kdlab.data.bundle import DATASETS, DataBundle, three_way, train_val
 from kdlab.data.decode import decode_image
 from kdlab.data.files import open_regular, shorten
 from kdlab.data.mapped import MappedRows, reserve
-from kdlab.data.memory import GB, usable_cores
+from kdlab.data.memory import GB, check_disk, usable_cores
 from kdlab.data.tensors import Split
 from kdlab.errors import DataError
 from kdlab.io import atomic_write_text
@@ -236,14 +235,18 @@ class ImageFiles:
                 except Exception as e:
                     raise DataError(f"{self.paths[r]}: cannot decode this image again ({type(e).__name__})") from None
             return torch.from_numpy(out)
-        pool, _, _ = decode_folder(self.root, list(self.classes), size, self.cfg)
+        pool, _, _, _ = _decode_mapped(self.root, list(self.classes), size, self.cfg)
         if len(pool) != len(self.paths):
             raise DataError(
                 f"data.path: {self.root} changed while the run was starting ({len(self.paths)} images decoded, "
                 f"now {len(pool)}); start the run again"
             )
         picked = self.rows if rows is None else self.rows[rows]
-        return pool.take(picked) if isinstance(pool, MappedRows) else pool[picked]
+        if not isinstance(pool, MappedRows):
+            return pool[picked]
+        # only the picked rows are read into memory (the whole folder at this size never is)
+        part = pool.take(picked)
+        return part.materialise() if _fits(pool, self.cfg.max_memory_gb * GB) else part
 
 
 def _class_names(root: Path) -> list[str]:
@@ -456,13 +459,10 @@ def decode_to_file(
     n = len(files)
     row_bytes = 3 * size * size
     need = n * row_bytes
-    free = shutil.disk_usage(path.parent).free
-    if need > free:
-        raise DataError(
-            f"data.cache_dir: {n:,} decoded images of 3×{size}×{size} px need {need / 1e9:.1f} GB on disk in "
-            f"{path.parent}, and {free / 1e9:.1f} GB is free; set data.cache_dir to a folder with more space "
-            "or lower data.image_size"
-        )
+    check_disk(
+        need, path.parent, "data.cache_dir", f"{n:,} decoded images of 3×{size}×{size} px",
+        "set data.cache_dir to a folder with more space or lower data.image_size",
+    )  # fmt: skip
     fd, raw = make_temp(path)
     os.close(fd)
     tmp = Path(raw)

@@ -1,4 +1,5 @@
-"""How much memory this process can still take (and how many cores), and a check before a dataset is allocated.
+"""How much memory this process can still take (and how many cores), and checks of memory and disk
+before a dataset is allocated or written.
 
 A legal ``data.image_size`` or ``data.max_len`` can still ask for more memory than the machine
 has (10,000 images of 2048 px are 126 GB). :func:`check_memory` refuses such a dataset with one
@@ -45,6 +46,18 @@ def check_memory(nbytes: int, key: str, what: str) -> None:
         raise DataError(
             f"{key}: {what} need {_size(nbytes)} of memory, and {_size(free)} is available; lower {key}"
             " (or use fewer samples: data.train_limit limits only training)"
+        )
+
+
+def check_disk(nbytes: int, folder: Path, key: str, what: str, fix: str) -> None:
+    """Raise :class:`DataError` naming ``key`` when ``nbytes`` (``what``) is more than the free space
+    of ``folder``'s file system, before anything is written there; ``fix`` says what to change."""
+    import shutil
+
+    free = shutil.disk_usage(folder).free
+    if nbytes > free:
+        raise DataError(
+            f"{key}: {what} need {nbytes / 1e9:.1f} GB on disk in {folder}, and {free / 1e9:.1f} GB is free; {fix}"
         )
 
 

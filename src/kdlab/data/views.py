@@ -34,7 +34,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -410,14 +409,13 @@ def _view_folder(part: Split, pixels: Tensor | MappedRows) -> Path:
 def _mapped_view(shape: tuple[int, ...], blocks: Iterator[Tensor], folder: Path, what: str) -> MappedRows:
     """The view's float32 rows written from ``blocks`` into a mapped file in ``folder``
     (:func:`~kdlab.data.mapped.write_rows`); a one-line DataError when the disk has too little space."""
-    need = 4 * math.prod(shape)
-    free = shutil.disk_usage(folder).free
+    from kdlab.data.memory import check_disk
+
     fix = "free space there (data.cache_dir, or TMPDIR), lower input.image_size, or raise data.max_memory_gb"
-    if need > free:
-        raise DataError(
-            f"input.image_size: {what} as float32 need {need / 1e9:.1f} GB on disk in {folder} (the view is over "
-            f"data.max_memory_gb, so it is memory-mapped), and {free / 1e9:.1f} GB is free; {fix}"
-        )
+    check_disk(
+        4 * math.prod(shape), folder, "input.image_size", f"{what} as float32",
+        f"the view is over data.max_memory_gb, so it is memory-mapped: {fix}",
+    )  # fmt: skip
     try:
         return write_rows(shape, torch.float32, blocks, folder)
     except OSError as e:
