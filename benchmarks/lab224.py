@@ -395,15 +395,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "keras_distill" in runs:
             ratios["vs_keras"] = runs["keras_distill"]["seconds"] / kd_phase
         # Run at other than the preset's 5 epochs: the same per-epoch times at 5, the cache paid once.
-        per_epoch = {
-            k: runs[k]["seconds"] / epochs for k in ("kdlab_distill", "plain_distill", "keras_distill") if k in runs
-        }
-        kd5 = cache_s + PRESET_EPOCHS * per_epoch["kdlab_distill"]
-        projected = {
-            f"{k.split('_')[0]}_vs_kdlab": PRESET_EPOCHS * v / kd5 for k, v in per_epoch.items() if k != "kdlab_distill"
-        }
-        if epochs == PRESET_EPOCHS:
-            projected = {}
+        projected: dict[str, float] = {}
+        if epochs != PRESET_EPOCHS:
+            per_epoch = {
+                k: runs[k]["seconds"] / epochs for k in ("kdlab_distill", "plain_distill", "keras_distill") if k in runs
+            }
+            kd5 = cache_s + PRESET_EPOCHS * per_epoch.pop("kdlab_distill")
+            projected = {f"{k.split('_')[0]}_vs_kdlab": PRESET_EPOCHS * v / kd5 for k, v in per_epoch.items()}
 
         # 3. Peak RSS per phase, each in a fresh process.
         child_args = ["--folder", str(folder), "--cache", str(cache), "--images", str(images), "--train", str(train),
